@@ -1,14 +1,43 @@
 """Router: one conference's media switch (mediasoup's word). Signaling talks only to this.
 
-STUB: the API is fixed here; the implementation lands with the aiortc adapter.
+It owns each participant's publisher and subscriber connections, the Producers (tracks in) and
+Consumers (tracks out), and one timer task for the whole room (NACK/PLI every 20 ms, sender and
+receiver reports every second) instead of aiortc's tasks per sender and receiver.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from sfu.adapters import aiortc_tap as tap
 from sfu.config import SfuConfig
+from sfu.consumer import Consumer
+from sfu.producer import Producer
+from sfu.reports import publisher_feedback, subscriber_reports
+from sfu.transports.webrtc import (
+    MediaCounters,
+    PublisherConnection,
+    SubscriberConnection,
+    ice_ufrag,
+    new_peer_connection,
+    parse_offer,
+    signaled_ssrcs,
+)
+
+log = logging.getLogger(__name__)
+SOURCES = ("camera", "microphone", "screen")
+TICK_S = 0.02
+_CNAME = re.compile(r"a=ssrc:\d+ cname:(\S+)")
 
 
 class SfuError(Exception):
@@ -49,7 +78,6 @@ class TrackInfo:
         }
 
 
-# Called by the router when a subscriber connection needs (re)negotiation:
 # send_offer(participant_id, sdp, mids) must deliver {"type":"offer","pc":"subscriber",...}.
 SendOffer = Callable[[str, str, dict[str, str]], Awaitable[None]]
 
@@ -59,45 +87,317 @@ class Router:
         self.room_id = room_id
         self.config = config
         self._send_offer = send_offer
+        self._rng = random.Random()
+        self.producers: dict[str, Producer] = {}  # track id -> producer
+        self.publishers: dict[str, PublisherConnection] = {}
+        self.subscribers: dict[str, SubscriberConnection] = {}
+        self.counters = MediaCounters()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
+    # ------------------------------------------------------------------ publishing
     async def publish(
         self, participant_id: str, sdp: str, sources: dict[str, str]
     ) -> tuple[str, list[TrackInfo]]:
-        """Answer a publisher offer. `sources` maps mid -> source. Returns (answer sdp, new
-        tracks). Raises SdpError. A track id already published by this participant keeps its id
-        (publisher reconnect): it is not returned as new."""
-        raise NotImplementedError
+        """Answer a publisher offer; returns (answer sdp, tracks new to the room).
 
-    async def add_ice_candidate(self, participant_id: str, pc: str, candidate: dict | None) -> None:
-        """pc is "publisher" or "subscriber". Raises CandidateError."""
-        raise NotImplementedError
+        An offer with new ICE credentials is a new connection (the publisher reconnected): the
+        old one is closed and its tracks are re-bound to the new one, keeping their ids.
+        """
+        async with self._lock(participant_id):
+            try:
+                desc = parse_offer(sdp)
+            except Exception as exc:
+                raise SdpError("offer does not parse") from exc
+            if not desc.media:
+                raise SdpError("offer has no media")
+            old = self.publishers.get(participant_id)
+            if old is not None and old.ufrag == ice_ufrag(sdp):
+                pub = old  # renegotiation on the same connection
+            else:
+                pub = PublisherConnection(participant_id, new_peer_connection(self.config),
+                                          self.counters)
+                pub.ufrag = ice_ufrag(sdp)
+            try:
+                await pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                for tr in pub.pc.getTransceivers():
+                    tr.direction = "recvonly"
+                    tap.claim_receiver(tr)
+                answer = await pub.pc.createAnswer()
+                await pub.pc.setLocalDescription(answer)
+            except Exception as exc:
+                await _close_quietly(pub.pc)
+                raise SdpError("offer cannot be negotiated") from exc
+            tap.claim_transport(pub.pc, pub.on_rtp, pub.on_rtcp)
+            new_tracks = self._bind_tracks(participant_id, pub, desc, sources)
+            if old is not None and old is not pub:
+                await _close_quietly(old.pc)
+            self.publishers[participant_id] = pub
+            self._watch(pub.pc, participant_id, pub)
+            self._ensure_timer()
+            return pub.pc.localDescription.sdp, new_tracks
 
+    def _bind_tracks(self, pid: str, pub: PublisherConnection, desc, sources: dict[str, str]):
+        new: list[TrackInfo] = []
+        seen: set[str] = set()
+        bound = {id(p) for p in pub.producers}
+        for index, tr in enumerate(pub.pc.getTransceivers()):
+            if tr.mid is None or index >= len(desc.media):
+                continue
+            try:
+                neg = tap.negotiated(tr)
+            except ValueError:
+                continue  # m-line rejected: nothing in common
+            source = sources.get(tr.mid) or ("microphone" if tr.kind == "audio" else "camera")
+            if source not in SOURCES or source in seen:
+                raise SdpError(f"bad or duplicate source for mid {tr.mid}")
+            seen.add(source)
+            track_id = f"{pid}/{source}"
+            producer = self.producers.get(track_id)
+            if producer is None:
+                codec = neg.codec.mimeType.split("/")[1]
+                info = TrackInfo(track_id, pid, tr.kind, source,
+                                 "opus" if codec.lower() == "opus" else codec.upper())
+                producer = Producer(info, neg.codec.clockRate, self.config, self._rng)
+                self.producers[track_id] = producer
+                new.append(info)
+            elif id(producer) in bound:
+                continue
+            media_ssrc, rtx_ssrc = signaled_ssrcs(desc, index)
+            pub.bind(producer, neg, media_ssrc, rtx_ssrc)
+        return new
+
+    def _watch(self, pc, pid: str, conn: object) -> None:
+        @pc.on("connectionstatechange")
+        async def _state() -> None:
+            state = pc.connectionState
+            if state == "connected" and isinstance(conn, PublisherConnection):
+                conn.on_connected()
+            elif state in ("failed", "closed"):
+                if state == "failed":
+                    log.info("room %s: %s connection failed", self.room_id, pid)
+                if isinstance(conn, SubscriberConnection):
+                    self._detach(conn)
+
+    @staticmethod
+    def _detach(sub: SubscriberConnection) -> None:
+        """Stop feeding a subscriber connection that is going away."""
+        for c in sub.consumers.values():
+            c.ready = False
+            c.producer.remove_consumer(c)
+
+    # ------------------------------------------------------------------ subscribing
     async def subscribe(self, participant_id: str, track_ids: list[str]) -> None:
-        """Add tracks to what the participant receives; negotiates via send_offer when needed.
-        Raises UnknownTrackError (and changes nothing) if any id is unknown."""
-        raise NotImplementedError
+        unknown = [t for t in track_ids if t not in self.producers]
+        if unknown:
+            raise UnknownTrackError(f"unknown track {unknown[0]}")
+        sub = self._subscriber(participant_id)
+        changed = False
+        for track_id in track_ids:
+            if track_id in sub.consumers or track_id.startswith(participant_id + "/"):
+                continue
+            producer = self.producers[track_id]
+            c = Consumer(producer, participant_id, self._rng)
+            tr = sub.pc.addTransceiver(producer.kind, direction="sendonly")
+            _prefer_codec(tr, producer)
+            tap.claim_receiver(tr)
+            tap.claim_sender(tr, sub.slot_ready(c, tr, self._consumer_ready))
+            sub.consumers[track_id] = c
+            sub.transceivers[track_id] = tr
+            changed = True
+        if changed:
+            await self._negotiate(sub)
 
     async def unsubscribe(self, participant_id: str, track_ids: list[str]) -> None:
-        raise NotImplementedError
+        sub = self.subscribers.get(participant_id)
+        if sub is None:
+            return
+        changed = False
+        for track_id in track_ids:
+            c = sub.consumers.pop(track_id, None)
+            if c is None:
+                continue
+            c.producer.remove_consumer(c)
+            sub.by_ssrc.pop(c.ssrc, None)
+            tr = sub.transceivers.pop(track_id)
+            tr.direction = "inactive"  # type: ignore[attr-defined]
+            changed = True
+        if changed:
+            await self._negotiate(sub)
+
+    def _subscriber(self, pid: str) -> SubscriberConnection:
+        sub = self.subscribers.get(pid)
+        if sub is None:
+            sub = SubscriberConnection(pid, new_peer_connection(self.config), self.counters)
+            self.subscribers[pid] = sub
+            self._watch(sub.pc, pid, sub)
+            self._ensure_timer()
+        return sub
+
+    def _consumer_ready(self, c: Consumer) -> None:
+        if c.producer.track.id in self.producers:
+            c.producer.add_consumer(c, time.time())
+
+    async def _negotiate(self, sub: SubscriberConnection) -> None:
+        """Send the next offer, one at a time: changes made meanwhile wait for the answer."""
+        if sub.awaiting_answer:
+            sub.dirty = True
+            return
+        sub.dirty = False
+        pc = sub.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        if not sub.claimed:
+            tap.claim_transport(pc, _ignore_rtp, sub.on_rtcp)
+            sub.claimed = True
+            m = _CNAME.search(pc.localDescription.sdp)
+            sub.cname = m.group(1) if m else ""
+        mids = {tr.mid: tid for tid, tr in sub.transceivers.items()}  # type: ignore[attr-defined]
+        sub.awaiting_answer = True
+        await self._send_offer(sub.participant_id, pc.localDescription.sdp, mids)
 
     async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
-        """The client's answer to the last offer sent for its subscriber pc. Raises SdpError."""
-        raise NotImplementedError
+        sub = self.subscribers.get(participant_id)
+        if sub is None or not sub.awaiting_answer:
+            raise SdpError("no offer is waiting for an answer")
+        try:
+            await sub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except Exception as exc:
+            raise SdpError("answer cannot be applied") from exc
+        sub.awaiting_answer = False
+        if sub.dirty:
+            await self._negotiate(sub)
 
+    async def add_ice_candidate(self, participant_id: str, pc: str, candidate: dict | None) -> None:
+        conn = (self.publishers if pc == "publisher" else self.subscribers).get(participant_id)
+        if conn is None:
+            raise CandidateError(f"no {pc} connection")
+        if candidate is None or not candidate.get("candidate"):
+            return  # end of candidates: aiortc needs nothing
+        try:
+            text = str(candidate["candidate"])
+            cand = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:")
+                                      else text)
+            cand.sdpMid = candidate.get("sdpMid")
+            cand.sdpMLineIndex = candidate.get("sdpMLineIndex")
+            await conn.pc.addIceCandidate(cand)
+        except Exception as exc:
+            raise CandidateError("candidate does not parse") from exc
+
+    # ------------------------------------------------------------------ state
     def set_track_muted(self, track_id: str, muted: bool) -> TrackInfo:
-        """Record mute state (the client's own). Raises UnknownTrackError."""
-        raise NotImplementedError
+        producer = self.producers.get(track_id)
+        if producer is None:
+            raise UnknownTrackError(f"unknown track {track_id}")
+        producer.track = replace(producer.track, muted=muted)
+        return producer.track
 
     def tracks(self) -> list[TrackInfo]:
-        raise NotImplementedError
+        return [p.track for p in self.producers.values()]
 
     async def remove_participant(self, participant_id: str) -> list[str]:
-        """Close the participant's connections; returns the ids of tracks that went away."""
-        raise NotImplementedError
+        gone = [t for t, p in self.producers.items() if p.track.participant_id == participant_id]
+        for track_id in gone:
+            producer = self.producers.pop(track_id)
+            for c in list(producer.consumers):
+                producer.remove_consumer(c)
+        pub = self.publishers.pop(participant_id, None)
+        sub = self.subscribers.pop(participant_id, None)
+        if sub is not None:
+            self._detach(sub)
+        for conn in (pub, sub):
+            if conn is not None:
+                await _close_quietly(conn.pc)
+        for other in self.subscribers.values():
+            stale = [t for t in gone if t in other.consumers]
+            if stale:
+                with contextlib.suppress(Exception):
+                    await self.unsubscribe(other.participant_id, stale)
+        self._locks.pop(participant_id, None)
+        return gone
 
     def stats(self) -> dict[str, object]:
-        """Counters for /metrics and tests: packets in/forwarded/dropped, NACKs, PLIs..."""
-        raise NotImplementedError
+        producers = list(self.producers.values())
+        return {
+            "room": self.room_id,
+            "producers": len(producers),
+            "consumers": sum(len(p.consumers) for p in producers),
+            "packets_in": sum(p.packets for p in producers),
+            "packets_forwarded": sum(p.forwarded for p in producers),
+            "packets_dropped": sum(p.dropped for p in producers),
+            "malformed_rtp": self.counters.malformed,
+            "malformed_rtcp": self.counters.rtcp_malformed,
+            "unknown_ssrc": self.counters.unknown_ssrc,
+            "plis_sent": sum(p.plis_sent for p in producers),
+            "keyframes_seen": sum(p.keyframes_seen for p in producers),
+            "nacks_sent": sum(p.nack.nacked for p in producers if p.nack is not None),
+            "nack_recovered": sum(p.nack.recovered for p in producers if p.nack is not None),
+            "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
+            "tap_errors": tap.TapDtlsTransport.tap_errors,
+        }
 
     async def close(self) -> None:
-        raise NotImplementedError
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for pid in list(set(self.publishers) | set(self.subscribers)):
+            await self.remove_participant(pid)
+
+    # ------------------------------------------------------------------ timers
+    def _ensure_timer(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.ensure_future(self._run_timers())
+
+    async def _run_timers(self) -> None:
+        next_report = 0.0
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.time()
+            try:
+                for producer in self.producers.values():
+                    producer.tick(now)
+                if now >= next_report:
+                    next_report = now + 1.0
+                    self._send_reports(now)
+            except Exception:  # a bug here must not stop NACKs and reports for the room
+                log.exception("room %s: timer failed", self.room_id)
+
+    def _send_reports(self, now: float) -> None:
+        for sub in self.subscribers.values():
+            if sub.path is None:
+                continue
+            for c in sub.consumers.values():
+                c.refresh_path()
+            packet = subscriber_reports(sub, now)
+            if packet:
+                sub.path.send_rtcp(packet)
+        for pub in self.publishers.values():
+            if pub.path is None:
+                continue
+            pub.path.refresh()
+            packet = publisher_feedback(pub, now, self.config.max_bitrate_bps)
+            if packet:
+                pub.path.send_rtcp(packet)
+
+    def _lock(self, pid: str) -> asyncio.Lock:
+        return self._locks.setdefault(pid, asyncio.Lock())
+
+
+def _prefer_codec(transceiver, producer: Producer) -> None:
+    """Offer the subscriber slot in the producer's codec: packets are forwarded as they are."""
+    caps = RTCRtpSender.getCapabilities(producer.kind).codecs
+    name = producer.codec.lower()
+    chosen = [c for c in caps if c.mimeType.split("/")[1].lower() == name]
+    rtx = [c for c in caps if c.mimeType.lower().endswith("/rtx")]
+    transceiver.setCodecPreferences(chosen + rtx)
+
+
+def _ignore_rtp(data: bytes, arrival_ms: int) -> None:
+    return None  # subscribers send no media on this connection
+
+
+async def _close_quietly(pc) -> None:
+    with contextlib.suppress(Exception):
+        await pc.close()

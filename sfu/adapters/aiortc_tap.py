@@ -1,12 +1,43 @@
-"""The one module that touches aiortc/aioice internals (aiortc==1.16.0, aioice 0.13 pinned).
+"""The one module that touches aiortc/aioice/pylibsrtp internals.
 
-Everything here is checked by tests/contract/test_aiortc_contract.py, so an upgrade that moves
-what we depend on fails there, loudly, not in production.
+Pinned: aiortc==1.16.0, aioice 0.13, pylibsrtp 1.0. tests/contract/test_aiortc_contract.py checks
+every name used here, so an upgrade that moves them fails there, loudly, not in production.
+
+What it does, and why:
+- aioice drops 127.0.0.1 from host candidates: `set_ice_hosts` replaces its gathering.
+- aiortc's receiver always depacketizes and decodes, and its sender always encodes. An SFU must do
+  neither, so subclasses of RTCDtlsTransport / RTCRtpReceiver / RTCRtpSender are installed once
+  per process (`install`). They behave exactly like aiortc's until the SFU *claims* them; a
+  claimed transport hands decrypted RTP/RTCP bytes to our taps, a claimed receiver starts no
+  decoder thread, a claimed sender starts no encoder or RTCP task (the router sends SRs).
+- Egress bypasses aiortc's coroutine send path: `SrtpPath` protects into one preallocated buffer
+  with libsrtp and calls sendto on the nominated ICE pair directly.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import aioice.ice
+import aiortc
+import aiortc.rtcpeerconnection as _pc_module
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+from pylibsrtp._binding import ffi, lib
+
+PINNED_AIORTC = "1.16.0"
+log = logging.getLogger(__name__)
+
+RtpTap = Callable[[bytes, int], None]  # (decrypted RTP, arrival ms)
+RtcpTap = Callable[[bytes], None]  # decrypted compound RTCP
+
+# ---------------------------------------------------------------------------- ICE addresses
 
 _ice_hosts: tuple[str, ...] = ()
 _original_get_host_addresses = aioice.ice.get_host_addresses
@@ -27,3 +58,267 @@ def set_ice_hosts(hosts: tuple[str, ...] | list[str]) -> None:
     global _ice_hosts
     _ice_hosts = tuple(hosts)
     aioice.ice.get_host_addresses = _get_host_addresses
+
+
+# ---------------------------------------------------------------------------- subclasses
+
+
+class TapDtlsTransport(RTCDtlsTransport):
+    """Hands decrypted RTP/RTCP to taps when claimed; aiortc's routing otherwise."""
+
+    _rtp_tap: RtpTap | None = None
+    _rtcp_tap: RtcpTap | None = None
+    tap_errors = 0
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        tap = self._rtp_tap
+        if tap is None:
+            await super()._handle_rtp_data(data, arrival_time_ms)
+            return
+        try:
+            tap(data, arrival_time_ms)
+        except Exception:  # an exception here would close the whole transport
+            TapDtlsTransport.tap_errors += 1
+            if TapDtlsTransport.tap_errors <= 10:
+                log.exception("RTP tap failed (packet dropped)")
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        tap = self._rtcp_tap
+        if tap is None:
+            await super()._handle_rtcp_data(data)
+            return
+        try:
+            tap(data)
+        except Exception:
+            TapDtlsTransport.tap_errors += 1
+            if TapDtlsTransport.tap_errors <= 10:
+                log.exception("RTCP tap failed (packet dropped)")
+
+
+class TapRtpReceiver(RTCRtpReceiver):
+    """A claimed receiver never starts aiortc's decoder thread, jitter buffer or RTCP task."""
+
+    _claimed = False
+
+    async def receive(self, parameters):  # type: ignore[no-untyped-def]
+        if not self._claimed:
+            await super().receive(parameters)
+
+    async def stop(self) -> None:
+        if not self._claimed:
+            await super().stop()
+
+    def _handle_disconnect(self) -> None:
+        if not self._claimed:
+            super()._handle_disconnect()
+
+
+class TapRtpSender(RTCRtpSender):
+    """A claimed sender runs no encoder and no RTCP task; `send` only reports readiness."""
+
+    _on_send: Callable[[object], None] | None = None
+    _tap_sent = False
+
+    async def send(self, parameters):  # type: ignore[no-untyped-def]
+        if self._on_send is None:
+            await super().send(parameters)
+            return
+        if not self._tap_sent:  # aiortc calls send() again on every renegotiation
+            self._tap_sent = True
+            self._on_send(parameters)
+
+    async def stop(self) -> None:
+        if self._on_send is None:
+            await super().stop()
+
+
+_installed = False
+
+
+def install() -> None:
+    """Make new peer connections use the tap subclasses (idempotent, process-wide)."""
+    global _installed
+    if _installed:
+        return
+    _pc_module.RTCDtlsTransport = TapDtlsTransport  # type: ignore[misc]
+    _pc_module.RTCRtpReceiver = TapRtpReceiver  # type: ignore[misc]
+    _pc_module.RTCRtpSender = TapRtpSender  # type: ignore[misc]
+    _installed = True
+
+
+# ---------------------------------------------------------------------------- claiming
+
+
+def dtls_of(pc: RTCPeerConnection) -> RTCDtlsTransport | None:
+    for tr in pc.getTransceivers():
+        return tr.receiver.transport
+    return None
+
+
+def claim_transport(pc: RTCPeerConnection, rtp_tap: RtpTap | None, rtcp_tap: RtcpTap) -> None:
+    """Route the connection's decrypted RTP/RTCP to the taps (BUNDLE: one transport).
+
+    Call right after setLocalDescription: DTLS starts in a task scheduled by it, so no packet
+    can arrive before the taps are in place.
+    """
+    dtls = dtls_of(pc)
+    if not isinstance(dtls, TapDtlsTransport):
+        raise RuntimeError("aiortc_tap.install() was not called before creating this connection")
+    dtls._rtp_tap = rtp_tap
+    dtls._rtcp_tap = rtcp_tap
+
+
+def claim_receiver(transceiver: RTCRtpTransceiver) -> None:
+    receiver = transceiver.receiver
+    if not isinstance(receiver, TapRtpReceiver):
+        raise RuntimeError("aiortc_tap.install() was not called before creating this connection")
+    receiver._claimed = True
+
+
+def claim_sender(transceiver: RTCRtpTransceiver, on_send: Callable[[object], None]) -> None:
+    """`on_send(parameters)` runs once, when DTLS is up and the slot can carry packets."""
+    sender = transceiver.sender
+    if not isinstance(sender, TapRtpSender):
+        raise RuntimeError("aiortc_tap.install() was not called before creating this connection")
+    sender._on_send = on_send
+
+
+# ---------------------------------------------------------------------------- negotiated facts
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What one m-line negotiated, read off aiortc's transceiver."""
+
+    mid: str
+    kind: str
+    codec: RTCRtpCodecParameters  # the primary codec (first negotiated)
+    rtx_payload_type: int  # 0 if RTX was not negotiated for it
+    extensions: dict[str, int]  # uri -> id
+    payload_types: frozenset[int]  # every media (non-RTX) payload type of the m-line
+
+
+def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
+    codecs = list(transceiver._codecs)
+    media = [c for c in codecs if c.mimeType.lower().split("/")[1] != "rtx"]
+    if not media:
+        raise ValueError("no codec negotiated")
+    primary = media[0]
+    rtx_pt = 0
+    for c in codecs:
+        if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == primary.payloadType:
+            rtx_pt = c.payloadType or 0
+    return Negotiated(
+        mid=transceiver.mid or "",
+        kind=transceiver.kind,
+        codec=primary,
+        rtx_payload_type=rtx_pt,
+        extensions={x.uri: x.id for x in transceiver._headerExtensions},
+        payload_types=frozenset(c.payloadType for c in media if c.payloadType is not None),
+    )
+
+
+def sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
+    """(media ssrc, rtx ssrc) that aiortc put in the SDP for this sending slot."""
+    return transceiver.sender._ssrc, transceiver.sender._rtx_ssrc
+
+
+# ---------------------------------------------------------------------------- egress
+
+# One buffer for the whole process: the event loop is single-threaded and each packet is
+# protected and handed to the kernel before the next one is written.
+BUF = ffi.new("char[]", 2048)
+BUF_VIEW = memoryview(ffi.buffer(BUF))
+LENP = ffi.new("int *")
+srtp_protect = lib.srtp_protect
+MAX_RTP = 1500 - 16  # room for the SRTP auth tag
+
+
+class SrtpPath:
+    """Protect-and-send to one peer over its nominated ICE pair, no coroutine per packet."""
+
+    __slots__ = ("_connection", "_pair", "addr", "ctx", "sendto", "session")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self.session = dtls._tx_srtp
+        self.ctx = self.session._srtp[0]
+        self._connection = dtls.transport._connection
+        self._pair = None
+        self.sendto: Callable[[object, object], None] = _drop
+        self.addr: tuple[str, int] = ("127.0.0.1", 0)
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Follow the nominated pair (it changes on ICE restart). False if none."""
+        pair = self._connection._nominated.get(1)
+        if pair is None:
+            self.sendto = _drop
+            return False
+        if pair is not self._pair:
+            self._pair = pair
+            self.sendto = pair.protocol.transport.sendto
+            self.addr = pair.remote_addr
+        return True
+
+    def send_rtp(self, packet: bytes) -> bool:
+        """Protect and send one RTP packet (the rare path: retransmissions)."""
+        n = len(packet)
+        if n > MAX_RTP:
+            return False
+        BUF_VIEW[:n] = packet
+        LENP[0] = n
+        if srtp_protect(self.ctx, BUF, LENP) != 0:
+            return False
+        self.sendto(BUF_VIEW[: LENP[0]], self.addr)
+        return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        try:
+            data = self.session.protect_rtcp(packet)
+        except Exception:  # pylibsrtp raises its own Error type; nothing to do but drop
+            return False
+        self.sendto(data, self.addr)
+        return True
+
+
+def _drop(data: object, addr: object) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------- test helpers
+
+
+def inject_loss(pc: RTCPeerConnection, send: float = 0.0, receive: float = 0.0, seed: int = 1):
+    """Drop a fraction of the RTP a (client) connection sends or receives, as a lossy path
+    would. For tests and load generators; RTCP is never dropped."""
+    dtls = dtls_of(pc)
+    if dtls is None:
+        raise ValueError("connection has no transport yet")
+    rng = random.Random(seed)
+    counters = {"dropped_in": 0, "dropped_out": 0}
+    if receive > 0:
+        orig_in = dtls._handle_rtp_data
+
+        async def lossy_in(data: bytes, arrival_time_ms: int) -> None:
+            if rng.random() < receive:
+                counters["dropped_in"] += 1
+                return
+            await orig_in(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = lossy_in  # type: ignore[method-assign]
+    if send > 0:
+        orig_out = dtls._send_rtp
+
+        async def lossy_out(data: bytes) -> None:
+            is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
+            if not is_rtcp and rng.random() < send:
+                counters["dropped_out"] += 1
+                return
+            await orig_out(data)
+
+        dtls._send_rtp = lossy_out  # type: ignore[method-assign]
+    return counters
+
+
+def version() -> str:
+    return aiortc.__version__

@@ -1,0 +1,259 @@
+"""Producer: one published track (media in) and its fan-out to consumers.
+
+A Producer outlives the publisher's connection: when the publisher reconnects, a new *source*
+(new SSRC, new seq/ts space) is bound behind the same track id and every consumer re-syncs its
+munger, so subscribers see one continuous stream.
+
+The per-packet path is `on_rtp` → `_fanout`: parse once, rewrite a 12-byte header per consumer
+into one reused buffer, SRTP-protect in place, sendto. No awaits, no logging, no per-consumer
+objects.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING
+
+from sfu.adapters.aiortc_tap import BUF, BUF_VIEW, LENP, MAX_RTP, SrtpPath, srtp_protect
+from sfu.config import SfuConfig
+from sfu.core.keyframes import KeyframeThrottle, is_keyframe
+from sfu.core.nack import NackGenerator
+from sfu.core.ring import RetransmitRing
+from sfu.core.rtcp import build_pli
+from sfu.core.rtp import (
+    HEADER,
+    RtpHeader,
+    abs_send_time,
+    build_extensions,
+    find_extension,
+    parse_into,
+)
+from sfu.core.stats import ReceiveStats
+
+if TYPE_CHECKING:
+    from sfu.consumer import Consumer
+    from sfu.router import TrackInfo
+
+_pack_into = HEADER.pack_into
+
+
+class Source:
+    """What the current publisher connection sends for this track."""
+
+    __slots__ = ("level_id", "path", "pt", "rtx_pt", "rtx_ssrc", "ssrc")
+
+    def __init__(self, pt: int, rtx_pt: int, level_id: int) -> None:
+        self.ssrc = 0  # learned from the first packet when not signaled
+        self.rtx_ssrc = 0
+        self.pt = pt
+        self.rtx_pt = rtx_pt
+        self.level_id = level_id
+        self.path: SrtpPath | None = None
+
+
+class Producer:
+    def __init__(
+        self, track: TrackInfo, clock_rate: int, config: SfuConfig, rng: random.Random
+    ) -> None:
+        self.track = track
+        self.kind = track.kind
+        self.codec = track.codec
+        self.clock_rate = clock_rate
+        self.video = track.kind == "video"
+        self.source: Source | None = None
+        self.rtcp_ssrc = rng.randrange(1, 0xFFFFFFFF)
+        self.consumers: list[Consumer] = []
+        # Consumers grouped by extension layout, so the extension block is built once per group.
+        self.groups: list[tuple[tuple[int, bytes, int, int], list[Consumer]]] = []
+        self.enabled = True  # False: nothing is forwarded (server-side mute, nobody watching)
+        self.ring = RetransmitRing(config.retransmit_cache)
+        self.nack = NackGenerator() if self.video else None
+        self.keyframes = KeyframeThrottle(config.keyframe_interval_s)
+        self.waiting_keyframe = False
+        self.stats = ReceiveStats(clock_rate)
+        self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival) from pub
+        # Last input packet, for re-syncing consumers when the source changes.
+        self.last_seq: int | None = None
+        self.last_ts: int | None = None
+        self.last_time: float | None = None
+        self.resync = False
+        self.packets = 0
+        self.octets = 0
+        self.forwarded = 0
+        self.dropped = 0
+        self.plis_sent = 0
+        self.keyframes_seen = 0
+
+    # ------------------------------------------------------------------ sources
+    def bind_source(self, source: Source) -> None:
+        """A (new) publisher connection feeds this track from now on."""
+        if self.source is not None:
+            self.resync = True  # consumers re-sync on the new source's first packet
+        self.source = source
+        self.ring.clear()
+        if self.nack is not None:
+            self.nack = NackGenerator()
+        self.stats = ReceiveStats(self.clock_rate)
+        self.last_sr = None
+
+    # ------------------------------------------------------------------ consumers
+    def add_consumer(self, c: Consumer, now: float) -> None:
+        c.packet_base, c.octet_base = self.packets, self.octets
+        c.sync_to_source(None, None, None, self.last_seq or 0, self.last_ts or 0, now,
+                         self.clock_rate)
+        self.consumers.append(c)
+        self._regroup()
+        self.request_keyframe(now)  # a new viewer needs a picture now, not at the next GOP
+
+    def remove_consumer(self, c: Consumer) -> None:
+        if c in self.consumers:
+            self.consumers.remove(c)
+            self._regroup()
+
+    def _regroup(self) -> None:
+        groups: dict[tuple[int, bytes, int, int], list[Consumer]] = {}
+        for c in self.consumers:
+            if c.ready:
+                groups.setdefault(c.ext_key, []).append(c)
+        self.groups = list(groups.items())
+
+    # ------------------------------------------------------------------ ingress (hot)
+    def on_rtp(self, data: bytes, h: RtpHeader, now: float) -> None:
+        seq = h.seq
+        self.stats.add(seq, h.ts, now)
+        if self.nack is not None:
+            self.nack.on_packet(seq, now * 1000.0)
+        self.ring.put(seq, data)
+        if self.resync:
+            self._resync(h, now)
+        if self.waiting_keyframe and is_keyframe(
+            self.codec, memoryview(data)[h.payload_off : h.payload_end]
+        ):
+            self.waiting_keyframe = False
+            self.keyframes_seen += 1
+            self.keyframes.on_keyframe(now)
+        self.last_seq, self.last_ts, self.last_time = seq, h.ts, now
+        self.packets += 1
+        self.octets += h.payload_end - h.payload_off
+        if self.groups and self.enabled:
+            self._fanout(data, h, now, None)
+
+    def _resync(self, h: RtpHeader, now: float) -> None:
+        self.resync = False
+        for c in self.consumers:
+            c.sync_to_source(self.last_seq, self.last_ts, self.last_time, h.seq, h.ts, now,
+                             self.clock_rate)
+
+    def _fanout(self, data: bytes, h: RtpHeader, now: float, only: Consumer | None) -> None:
+        src = self.source
+        level = -1
+        if src is not None and src.level_id:
+            off = find_extension(data, h, src.level_id)
+            if off >= 0:
+                level = data[off]
+        abs_value = abs_send_time(now) if self.video else b""
+        body = data[h.payload_off :]  # payload and any padding, copied once per packet
+        nbody = len(body)
+        b0 = 0x80 | (h.b0 & 0x20)
+        mark = h.b1 & 0x80
+        seq, ts = h.seq, h.ts
+        buf, view, lenp, protect, pack_into = BUF, BUF_VIEW, LENP, srtp_protect, _pack_into
+        groups = self.groups if only is None else [(only.ext_key, [only])]
+        sent = 0
+        failed: list[Consumer] = []
+        for key, consumers in groups:
+            ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
+            hl = 12 + len(ext)
+            n = hl + nbody
+            if n > MAX_RTP:
+                self.dropped += 1
+                continue
+            tail = ext + body
+            first = b0 | 0x10 if ext else b0
+            for c in consumers:
+                pack_into(view, 0, first, mark | c.pt, (seq + c.seq_off) & 0xFFFF,
+                          (ts + c.ts_off) & 0xFFFFFFFF, c.ssrc)
+                view[12:n] = tail
+                lenp[0] = n
+                if protect(c.ctx, buf, lenp) == 0:
+                    try:
+                        c.sendto(view[: lenp[0]], c.addr)
+                        sent += 1
+                    except Exception:  # its transport closed under us: stop feeding it
+                        failed.append(c)
+        self.forwarded += sent
+        for c in failed:
+            c.ready = False
+            self.remove_consumer(c)
+
+    # ------------------------------------------------------------------ feedback
+    def request_keyframe(self, now: float) -> None:
+        """Ask the publisher for a keyframe, at most once per interval (the rest deferred)."""
+        if not self.video:
+            return
+        self.waiting_keyframe = True
+        if self.keyframes.request(now):
+            self._send_pli()
+
+    def tick(self, now: float) -> None:
+        """Timers: deferred keyframe requests and NACKs to the publisher (every ~20 ms)."""
+        if not self.video:
+            return
+        if self.keyframes.due(now):
+            self._send_pli()
+        nack = self.nack
+        if nack is None or self.source is None:
+            return
+        lost = nack.due(now * 1000.0)
+        if lost:
+            self._send_to_publisher(self._build_nack(lost))
+        if nack.keyframe_needed:
+            nack.clear_keyframe_needed()
+            self.request_keyframe(now)
+
+    def _build_nack(self, lost: list[int]) -> bytes:
+        from sfu.core.rtcp import build_nack
+
+        assert self.source is not None
+        return build_nack(self.rtcp_ssrc, self.source.ssrc, lost)
+
+    def _send_pli(self) -> None:
+        src = self.source
+        if src is None or not src.ssrc:
+            return
+        if self._send_to_publisher(build_pli(self.rtcp_ssrc, src.ssrc)):
+            self.plis_sent += 1
+
+    def _send_to_publisher(self, rtcp: bytes) -> bool:
+        src = self.source
+        if src is None or src.path is None:
+            return False
+        return src.path.send_rtcp(rtcp)
+
+    def retransmit(self, c: Consumer, lost: tuple[int, ...] | list[int]) -> int:
+        """Answer a subscriber's NACK from the ring (RTX when negotiated). Returns count."""
+        h = RtpHeader()
+        n = 0
+        for out_seq in lost:
+            in_seq = (out_seq - c.seq_off) & 0xFFFF
+            data = self.ring.get(in_seq)
+            if data is None or not parse_into(h, data):
+                continue
+            if c.rtx_pt:
+                packet = self._rtx_packet(c, data, h, out_seq)
+                if c.path is not None and c.path.send_rtp(packet):
+                    n += 1
+            else:
+                self._fanout(data, h, time.time(), c)
+                n += 1
+        c.retransmitted += n
+        return n
+
+    def _rtx_packet(self, c: Consumer, data: bytes, h: RtpHeader, out_seq: int) -> bytes:
+        c.rtx_seq = (c.rtx_seq + 1) & 0xFFFF
+        ext = build_extensions(c.mid_id, c.mid, 0, b"", 0, -1)
+        head = HEADER.pack(0x80 | (0x10 if ext else 0), (h.b1 & 0x80) | c.rtx_pt, c.rtx_seq,
+                           (h.ts + c.ts_off) & 0xFFFFFFFF, c.rtx_ssrc)
+        osn = out_seq.to_bytes(2, "big")
+        return head + ext + osn + data[h.payload_off : h.payload_end]

@@ -1,0 +1,249 @@
+"""WebRTC transports: a participant's publisher and subscriber peer connections (aiortc).
+
+PublisherConnection demultiplexes decrypted RTP by SSRC to Producers (learning unsignaled SSRCs
+from the payload type) and reads the publisher's RTCP. SubscriberConnection owns the sending
+slots (one Consumer each) and reads the subscriber's RTCP: PLI/FIR, NACK, receiver reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.sdp import SessionDescription
+
+from sfu.adapters import aiortc_tap as tap
+from sfu.config import SfuConfig
+from sfu.consumer import Consumer
+from sfu.core.rtcp import (
+    Fir,
+    Nack,
+    Pli,
+    ReceiverReport,
+    RtcpError,
+    SenderReport,
+    parse_rtcp,
+)
+from sfu.core.rtp import RtpHeader, parse_into, unwrap_rtx
+from sfu.producer import Producer, Source
+
+log = logging.getLogger(__name__)
+_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.M)
+
+
+def new_peer_connection(config: SfuConfig) -> RTCPeerConnection:
+    # iceServers is always explicit: aiortc adds a public STUN server when it is left unset.
+    servers = [
+        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+        for s in config.ice_servers
+    ]
+    tap.install()
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+
+
+def ice_ufrag(sdp: str) -> str | None:
+    m = _UFRAG.search(sdp)
+    return m.group(1) if m else None
+
+
+class MediaCounters:
+    """Drops on the ingress path, counted not logged (they can come at packet rate)."""
+
+    __slots__ = ("malformed", "rtcp_malformed", "unknown_ssrc")
+
+    def __init__(self) -> None:
+        self.malformed = self.unknown_ssrc = self.rtcp_malformed = 0
+
+
+class PublisherConnection:
+    def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters):
+        self.participant_id = participant_id
+        self.pc = pc
+        self.counters = counters
+        self.ufrag: str | None = None
+        self.by_ssrc: dict[int, tuple[Producer, bool]] = {}  # ssrc -> (producer, is_rtx)
+        self.by_pt: dict[int, tuple[Producer, bool]] = {}  # for SSRCs not in the SDP
+        self.sources: dict[int, Source] = {}  # id(producer) -> its source on this connection
+        self.producers: list[Producer] = []
+        self.path: tap.SrtpPath | None = None
+        self._h = RtpHeader()
+        self.packets = 0
+
+    def bind(self, producer: Producer, neg: tap.Negotiated, media_ssrc: int, rtx_ssrc: int):
+        src = Source(neg.codec.payloadType or 0, neg.rtx_payload_type,
+                     neg.extensions.get("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 0))
+        src.ssrc, src.rtx_ssrc = media_ssrc, rtx_ssrc
+        src.path = self.path
+        producer.bind_source(src)
+        self.sources[id(producer)] = src
+        self.producers.append(producer)
+        for pt in neg.payload_types:
+            self.by_pt[pt] = (producer, False)
+        if neg.rtx_payload_type:
+            self.by_pt[neg.rtx_payload_type] = (producer, True)
+        if media_ssrc:
+            self.by_ssrc[media_ssrc] = (producer, False)
+        if rtx_ssrc:
+            self.by_ssrc[rtx_ssrc] = (producer, True)
+
+    def on_connected(self) -> None:
+        dtls = tap.dtls_of(self.pc)
+        if dtls is None or self.path is not None:
+            return
+        self.path = tap.SrtpPath(dtls)
+        for src in self.sources.values():
+            src.path = self.path
+
+    # ------------------------------------------------------------------ taps (hot)
+    def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        h = self._h
+        if not parse_into(h, data):
+            self.counters.malformed += 1
+            return
+        entry = self.by_ssrc.get(h.ssrc)
+        if entry is None:
+            entry = self._learn(h)
+            if entry is None:
+                self.counters.unknown_ssrc += 1
+                return
+        producer, is_rtx = entry
+        self.packets += 1
+        if self.path is None:
+            self.on_connected()
+        now = time.time()
+        if is_rtx:
+            src = producer.source
+            if src is None or src.rtx_ssrc != h.ssrc:
+                return
+            original = unwrap_rtx(data, h, src.ssrc, src.pt)
+            if original is None or not parse_into(h, original):
+                self.counters.malformed += 1
+                return
+            producer.on_rtp(original, h, now)
+        else:
+            producer.on_rtp(data, h, now)
+
+    def _learn(self, h: RtpHeader) -> tuple[Producer, bool] | None:
+        """An SSRC the SDP did not signal: bind it by its (unique) payload type."""
+        entry = self.by_pt.get(h.b1 & 0x7F)
+        if entry is None:
+            return None
+        producer, is_rtx = entry
+        src = self.sources.get(id(producer))
+        if src is None:
+            return None
+        if is_rtx:
+            if src.rtx_ssrc:
+                return None
+            src.rtx_ssrc = h.ssrc
+        else:
+            if src.ssrc:
+                return None  # a second SSRC on one m-line (simulcast) is not supported yet
+            src.ssrc = h.ssrc
+        self.by_ssrc[h.ssrc] = entry
+        return entry
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            items = parse_rtcp(data)
+        except RtcpError:
+            self.counters.rtcp_malformed += 1
+            return
+        now = time.time()
+        for item in items:
+            if isinstance(item, SenderReport):
+                entry = self.by_ssrc.get(item.ssrc)
+                if entry is not None and not entry[1]:
+                    entry[0].last_sr = (item.ntp, item.rtp_ts, now)
+
+
+class SubscriberConnection:
+    def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters):
+        self.participant_id = participant_id
+        self.pc = pc
+        self.counters = counters
+        self.consumers: dict[str, Consumer] = {}  # track id -> consumer
+        self.by_ssrc: dict[int, Consumer] = {}
+        self.transceivers: dict[str, object] = {}  # track id -> transceiver
+        self.path: tap.SrtpPath | None = None
+        self.claimed = False
+        self.awaiting_answer = False
+        self.dirty = False
+        self.rtcp_ssrc = 0
+        self.cname = ""  # from our own SDP, so SDES matches what the subscriber was told
+
+    def slot_ready(self, c: Consumer, transceiver: object, on_ready: Callable[[Consumer], None]):
+        """aiortc calls this (via the claimed sender) when DTLS is up for the slot."""
+
+        def ready(_parameters: object) -> None:
+            if self.path is None:
+                dtls = tap.dtls_of(self.pc)
+                if dtls is None:
+                    return
+                self.path = tap.SrtpPath(dtls)
+            neg = tap.negotiated(transceiver)  # type: ignore[arg-type]
+            ssrc, rtx_ssrc = tap.sender_ssrcs(transceiver)  # type: ignore[arg-type]
+            c.configure(neg, ssrc, rtx_ssrc, self.path)
+            self.by_ssrc[ssrc] = c
+            on_ready(c)
+
+        return ready
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            items = parse_rtcp(data)
+        except RtcpError:
+            self.counters.rtcp_malformed += 1
+            return
+        now = time.time()
+        for item in items:
+            if isinstance(item, Pli):
+                c = self.by_ssrc.get(item.media_ssrc)
+                if c is not None:
+                    c.producer.request_keyframe(now)
+            elif isinstance(item, Fir):
+                for ssrc, _seqnr in item.entries:
+                    c = self.by_ssrc.get(ssrc)
+                    if c is not None:
+                        c.producer.request_keyframe(now)
+            elif isinstance(item, Nack):
+                c = self.by_ssrc.get(item.media_ssrc)
+                if c is not None and c.ready:
+                    c.producer.retransmit(c, item.lost)
+            elif isinstance(item, (ReceiverReport, SenderReport)):
+                for block in item.reports:
+                    c = self.by_ssrc.get(block.ssrc)
+                    if c is not None:
+                        self._on_report(c, block, now)
+
+    @staticmethod
+    def _on_report(c: Consumer, block: object, now: float) -> None:
+        from sfu.core.rtcp import ntp_from_unix, ntp_middle
+
+        c.fraction_lost = block.fraction_lost / 256.0  # type: ignore[attr-defined]
+        c.jitter = block.jitter  # type: ignore[attr-defined]
+        lsr, dlsr = block.lsr, block.dlsr  # type: ignore[attr-defined]
+        if lsr:
+            # RTT = now - LSR - DLSR, all in 1/65536 s (RFC 3550 6.4.1)
+            rtt = ((ntp_middle(ntp_from_unix(now)) - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
+            if rtt < 60:
+                c.rtt_s = rtt
+
+
+def parse_offer(sdp: str) -> SessionDescription:
+    """Parse an SDP with aiortc's parser; any failure is the client's (bad_sdp)."""
+    return SessionDescription.parse(sdp)
+
+
+def signaled_ssrcs(desc: SessionDescription, index: int) -> tuple[int, int]:
+    """(media ssrc, rtx ssrc) a remote m-line signaled with a=ssrc / a=ssrc-group:FID."""
+    media = desc.media[index]
+    for group in media.ssrc_group:
+        if group.semantic == "FID" and len(group.items) >= 2:
+            return int(group.items[0]), int(group.items[1])
+    if media.ssrc:
+        return media.ssrc[0].ssrc, 0
+    return 0, 0
