@@ -1,0 +1,80 @@
+"""What sfu/adapters/aiortc_tap.py relies on inside aiortc, aioice and pylibsrtp.
+
+If an upgrade moves any of these, this file fails first and says which one.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import aioice.ice
+import aiortc
+import aiortc.rtcpeerconnection as pcm
+import pylibsrtp
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from pylibsrtp._binding import lib
+
+from sfu.adapters import aiortc_tap as tap
+
+
+def test_pinned_versions() -> None:
+    assert aiortc.__version__ == tap.PINNED_AIORTC
+
+
+def test_peer_connection_looks_classes_up_in_its_module() -> None:
+    # install() rebinds these names; aiortc must construct through them.
+    src = inspect.getsource(pcm)
+    assert "RTCDtlsTransport(iceTransport" in src
+    assert "RTCRtpReceiver(kind, dtlsTransport)" in src
+    assert "RTCRtpSender(sender_track or kind, dtlsTransport)" in src
+
+
+def test_dtls_transport_hooks_exist_with_expected_signatures() -> None:
+    assert list(inspect.signature(RTCDtlsTransport._handle_rtp_data).parameters) == [
+        "self", "data", "arrival_time_ms"]
+    assert list(inspect.signature(RTCDtlsTransport._handle_rtcp_data).parameters) == [
+        "self", "data"]
+    src = inspect.getsource(RTCDtlsTransport._recv_next)
+    assert "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)" in src
+    assert "await self._handle_rtcp_data(data)" in src
+    assert "self._tx_srtp = Session(tx_policy)" in inspect.getsource(RTCDtlsTransport._setup_srtp)
+
+
+def test_receiver_and_sender_entry_points() -> None:
+    # The decoder thread starts in receive(); the encoder and RTCP tasks in send().
+    assert "decoder_worker" in inspect.getsource(RTCRtpReceiver.receive)
+    assert "_run_rtp" in inspect.getsource(RTCRtpSender.send)
+    assert "_run_rtcp" in inspect.getsource(RTCRtpSender.send)
+    init = inspect.getsource(RTCRtpSender.__init__)
+    assert "self._ssrc = " in init and "self._rtx_ssrc = " in init
+    assert "self.__encoder" in inspect.getsource(RTCRtpSender)
+    t = inspect.getsource(RTCRtpTransceiver.__init__)
+    assert "self._codecs" in t and "self._headerExtensions" in t
+
+
+def test_aioice_and_libsrtp_internals() -> None:
+    assert callable(aioice.ice.get_host_addresses)
+    assert "self._nominated" in inspect.getsource(aioice.ice.Connection.__init__)
+    assert "protocol" in inspect.signature(aioice.ice.CandidatePair.__init__).parameters
+    assert hasattr(lib, "srtp_protect")
+    assert "self._srtp = " in inspect.getsource(pylibsrtp.Session.__init__)
+
+
+def test_install_rebinds_and_is_idempotent() -> None:
+    tap.install()
+    tap.install()
+    assert pcm.RTCDtlsTransport is tap.TapDtlsTransport
+    assert pcm.RTCRtpReceiver is tap.TapRtpReceiver
+    assert pcm.RTCRtpSender is tap.TapRtpSender
+
+
+def test_set_ice_hosts_replaces_gathering() -> None:
+    tap.set_ice_hosts(["127.0.0.1"])
+    try:
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+    finally:
+        tap.set_ice_hosts([])
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
