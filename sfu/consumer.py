@@ -20,6 +20,7 @@ class Consumer:
         "addr",
         "ctx",
         "ext_key",
+        "first_out_seq",
         "fraction_lost",
         "jitter",
         "level_id",
@@ -52,6 +53,7 @@ class Consumer:
         self.munger = Munger(rng)
         self.seq_off = self.munger.seq_off
         self.ts_off = self.munger.ts_off
+        self.first_out_seq = 0
         self.ready = False
         self.ssrc = self.pt = self.rtx_ssrc = self.rtx_pt = 0
         self.rtx_seq = rng.randrange(0x10000)
@@ -107,6 +109,9 @@ class Consumer:
         self.munger.switch(prev_seq, prev_ts, prev_time, first_seq, first_ts, now, clock_rate)
         self.seq_off = self.munger.seq_off
         self.ts_off = self.munger.ts_off
+        # NACKs for output seqs before this one belong to the previous source: the ring no
+        # longer holds them, and mapping them through the new offsets would send wrong packets.
+        self.first_out_seq = (first_seq + self.seq_off) & 0xFFFF
 
     @property
     def packets_sent(self) -> int:

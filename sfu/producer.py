@@ -77,6 +77,7 @@ class Producer:
         self.last_seq: int | None = None
         self.last_ts: int | None = None
         self.last_time: float | None = None
+        self.holding = False
         self.resync = False
         self.packets = 0
         self.octets = 0
@@ -131,16 +132,25 @@ class Producer:
             self.codec, memoryview(data)[h.payload_off : h.payload_end]
         ):
             self.waiting_keyframe = False
+            self.holding = False
             self.keyframes_seen += 1
             self.keyframes.on_keyframe(now)
         self.last_seq, self.last_ts, self.last_time = seq, h.ts, now
         self.packets += 1
         self.octets += h.payload_end - h.payload_off
-        if self.groups and self.enabled:
+        if self.groups and self.enabled and not self.holding:
             self._fanout(data, h, now, None)
 
     def _resync(self, h: RtpHeader, now: float) -> None:
         self.resync = False
+        if self.video:
+            # Delta frames of the new source cannot be decoded by anyone yet: forward from its
+            # first keyframe on.
+            self.holding = True
+        self.request_keyframe(now)
+        # No seq gap on the switch: aiortc's jitter buffer stalls on a gap until it overflows
+        # (~3 s) and may then drop the new keyframe. If the old source stopped mid-frame, a
+        # receiver may show that one frame damaged; the next (key)frame repairs it.
         for c in self.consumers:
             c.sync_to_source(self.last_seq, self.last_ts, self.last_time, h.seq, h.ts, now,
                              self.clock_rate)
@@ -236,6 +246,8 @@ class Producer:
         h = RtpHeader()
         n = 0
         for out_seq in lost:
+            if (out_seq - c.first_out_seq) & 0xFFFF >= 0x8000:
+                continue  # from before the last source switch
             in_seq = (out_seq - c.seq_off) & 0xFFFF
             data = self.ring.get(in_seq)
             if data is None or not parse_into(h, data):

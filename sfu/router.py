@@ -132,6 +132,7 @@ class Router:
             tap.claim_transport(pub.pc, pub.on_rtp, pub.on_rtcp)
             new_tracks = self._bind_tracks(participant_id, pub, desc, sources)
             if old is not None and old is not pub:
+                old.retire()  # its late packets must not interleave with the new source
                 await _close_quietly(old.pc)
             self.publishers[participant_id] = pub
             self._watch(pub.pc, participant_id, pub)

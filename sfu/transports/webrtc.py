@@ -89,6 +89,12 @@ class PublisherConnection:
         if rtx_ssrc:
             self.by_ssrc[rtx_ssrc] = (producer, True)
 
+    def retire(self) -> None:
+        """Stop routing: the tracks now come from a newer connection."""
+        self.by_ssrc.clear()
+        self.by_pt.clear()
+        self.sources.clear()
+
     def on_connected(self) -> None:
         dtls = tap.dtls_of(self.pc)
         if dtls is None or self.path is not None:

@@ -92,7 +92,11 @@ async def test_publisher_reconnect_keeps_the_subscriber_stream_continuous() -> N
         _, again, _ = await h.publish("chair", start=video.frame_number + 30)
         await old_pc.close()
         assert again == []  # same track ids: nothing new for the room
-        assert await asyncio.wait_for(receiver.wait_frames(before + 30), 20)
+        # The old connection may be cut mid-frame: aiortc's naive jitter buffer then decodes
+        # that frame (and at worst the one depending on it) damaged, where Chrome's packet
+        # buffer drops it. Known limit, see the issue note; never more than two.
+        ok = await asyncio.wait_for(receiver.wait_frames(before + 30, max_invalid=2), 20)
+        assert ok, receiver.video
         assert h.queue("viewer").empty()  # no renegotiation with the subscriber
         assert receiver.video.regressions == 0
         stats = await receiver.stats()
