@@ -20,9 +20,11 @@ Where this differs from Jitsi, and why:
   silence without per-participant timers. A frame without a packet repeats the previous level for
   up to `hold_frames` (2 = 40 ms, Jitsi's LEVEL_IDLE_TIMEOUT): jitter and 40/60 ms packets must not
   punch holes in speech.
-- The noise floor is the minimum, over `floor_window_s`, of each second's 10th-percentile level,
-  not the running minimum level: with the latter one quiet frame drags the floor down and a
-  bridge's steady -40 dBov noise then clears the gate for tens of seconds.
+- The noise floor is the minimum, over `floor_window_s` one-second buckets, of each second's
+  10th-percentile level, not the running minimum level. The minimum sinks to the noise's deepest
+  dip (mean - 3 sigma), so noise of +-3 dB clears a 10 dB gate, and one odd quiet frame drags it
+  down for tens of seconds. This estimate sits near mean - 1.6 sigma for noise, and in the pauses
+  for a speaker: any second with a tenth of pauses brings the floor down to them.
 - A challenger also needs `min_long_blocks` fully active 100 ms blocks in the last second: a click
   or a cough cannot produce three; a second of speech does. With no dominant speaker yet,
   challengers compete against silence instead of a randomly nominated participant.
@@ -71,7 +73,7 @@ class SpeakerConfig:
     hold_frames: int = 2  # a frame without a packet repeats the previous level this many times
     min_long_blocks: int = 3  # fully active 100 ms blocks in the last second to challenge
     floor_window_s: int = 10  # the noise floor follows a louder room after this long
-    floor_percentile: float = 25.0  # of each second's levels: robust to noise spread and odd frames
+    floor_percentile: float = 10.0  # of each second's levels: below noise, in a speaker's pauses
 
     def __post_init__(self) -> None:
         if not (0 <= self.hold_frames <= RING - WINDOW and 1 <= self.floor_window_s < BUCKETS):
@@ -81,7 +83,7 @@ class SpeakerConfig:
 class SpeakerDetector:
     """Per packet `add_level`; every 100-300 ms `tick`; `ranking` for Last-N."""
 
-    __slots__ = ("_bucket_min", "_bucket_sec", "_dominant", "_floor", "_ids", "_joined",
+    __slots__ = ("_bucket_low", "_bucket_sec", "_dominant", "_floor", "_ids", "_joined",
                  "_last_speech", "_level", "_newest", "_rows", "_seq", "_stamp", "_used", "config")
 
     def __init__(self, now: float, config: SpeakerConfig | None = None) -> None:
@@ -95,7 +97,7 @@ class SpeakerDetector:
         self._level = np.zeros((cap, RING), np.int16)  # loudness per frame (ring by frame)
         self._stamp = np.full((cap, RING), _NO_FRAME, np.int64)  # which frame each cell holds
         self._floor = np.zeros(cap)  # noise floor loudness, 0 until known
-        self._bucket_min = np.full((cap, BUCKETS), np.inf)  # per second: lowest 10th percentile
+        self._bucket_low = np.full((cap, BUCKETS), np.inf)  # per second: its 10th percentile
         self._bucket_sec = np.full(BUCKETS, _NO_FRAME, np.int64)  # which second each column is
         self._last_speech = np.full(cap, -np.inf)  # last tick with sustained speech
         self._joined = np.zeros(cap, np.int64)  # arrival order: ranking ties, stable
@@ -137,7 +139,7 @@ class SpeakerDetector:
         self._used[row] = False
         self._stamp[row] = _NO_FRAME
         self._floor[row] = 0.0
-        self._bucket_min[row] = np.inf
+        self._bucket_low[row] = np.inf
         self._last_speech[row] = -np.inf
         if self._dominant == row:
             self._dominant = None
@@ -212,10 +214,12 @@ class SpeakerDetector:
         n = level.shape[0]
         if self._bucket_sec[col] != sec:
             self._bucket_sec[col] = sec
-            self._bucket_min[:, col] = np.inf
-        np.minimum(self._bucket_min[:n, col], low, out=self._bucket_min[:n, col])
+            self._bucket_low[:, col] = np.inf
+        # The latest window of each second, not the lowest: the minimum of ten overlapping
+        # windows per second would sink to the noise's deepest dips again.
+        self._bucket_low[:n, col] = np.where(count > 0, low, self._bucket_low[:n, col])
         recent = self._bucket_sec > sec - cfg.floor_window_s
-        floor = self._bucket_min[:n, recent].min(axis=1)
+        floor = self._bucket_low[:n, recent].min(axis=1)
         self._floor[:n] = np.where(np.isfinite(floor), floor, 0.0)
 
     def _add(self, participant_id: str) -> int:
@@ -244,7 +248,7 @@ class SpeakerDetector:
         self._level = grown(self._level, 0)
         self._stamp = grown(self._stamp, _NO_FRAME)
         self._floor = grown(self._floor, 0.0)
-        self._bucket_min = grown(self._bucket_min, np.inf)
+        self._bucket_low = grown(self._bucket_low, np.inf)
         self._last_speech = grown(self._last_speech, -np.inf)
         self._joined = grown(self._joined, 0)
         self._used = grown(self._used, False)

@@ -1,0 +1,180 @@
+"""`hoinghi bench …`: forwarding benchmark (against Janus too) and hot-path micro-benchmarks.
+
+    hoinghi bench forward --subscribers 10 --seconds 20
+    hoinghi bench forward --sweep 1,10,25,50 --peer janus --janus-config default,event_loops2
+    hoinghi bench micro
+
+stdout carries JSON lines only (one per measurement, plus one "ratio" line per size when a peer
+is compared); progress and a human table go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # gitignored
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(x) for x in text.split(",") if x.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be positive integers, comma-separated")
+    return sizes
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hoinghi bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    fw = sub.add_parser("forward", help="1 publisher → N subscribers through the SFU, on loopback")
+    fw.add_argument("--subscribers", type=int, default=10, help="N (ignored with --sweep)")
+    fw.add_argument("--seconds", type=float, default=20, help="steady-state window length")
+    fw.add_argument("--sweep", type=_sizes, help="several sizes, e.g. 1,10,25,50 (writes a plot)")
+    fw.add_argument("--system", choices=("hoinghi", "janus"), default="hoinghi",
+                    help="the system under test (janus: validate the harness on Janus alone)")
+    fw.add_argument("--peer", choices=("janus",), help="also run the same load against Janus")
+    fw.add_argument("--janus-config", type=_names, default=["default"],
+                    help="Janus configurations, comma-separated: default,event_loops2")
+    fw.add_argument("--full", type=int, default=2, help="subscribers that decode and check")
+    fw.add_argument("--warmup", type=float, default=4, help="seconds before the window")
+    fw.add_argument("--per-proc", type=int, default=25, help="light subscribers per process")
+    fw.add_argument("--bitrate", type=int, default=1_000_000, help="publisher VP8 bit/s")
+    fw.add_argument("--repeat", type=int, default=1, help="runs per size and system")
+    fw.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    mi = sub.add_parser("micro", help="hot-path micro-benchmarks vs the machine's limits")
+    mi.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    mi.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    return ap
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def _forward(args: argparse.Namespace) -> int:
+    from bench.forward import ForwardOptions, run_forward
+
+    # SIGTERM (a CI timeout, `kill`) unwinds like ctrl-c: every run's `finally` stops its
+    # processes. (Children also get SIGTERM from the kernel if we die without unwinding.)
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    sizes = args.sweep or [args.subscribers]
+    systems: list[tuple[str, str]] = [(args.system, "default")]
+    if args.system == "janus":
+        systems = [("janus", c) for c in args.janus_config]
+    elif args.peer == "janus":
+        systems += [("janus", c) for c in args.janus_config]
+    if any(s == "janus" for s, _ in systems):
+        from bench.janus import janus_available
+
+        if not janus_available():
+            _log("janus is not installed: apt-get install -y janus")
+            return 2
+    opts = ForwardOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
+                          per_proc=args.per_proc, bitrate=args.bitrate)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / f"forward-{stamp}.jsonl"
+    results: list[dict[str, Any]] = []
+    failures = 0
+    for n in sizes:
+        for rep in range(args.repeat):
+            # Systems interleaved per size and repetition: slow drifts of a shared machine's
+            # load then hit every system alike.
+            for system, config in systems:
+                tag = f"{system}-{config}-n{n}-r{rep}"
+                _log(f"[bench] {tag}: running ({args.seconds:g} s window)")
+                try:
+                    res = await run_forward(system, config, n, opts, out / "logs" / stamp / tag)
+                except Exception as exc:
+                    failures += 1
+                    res = {"kind": "error", "system": system, "config": config,
+                           "subscribers": n, "error": f"{type(exc).__name__}: {exc}"[:4000]}
+                    _log(f"[bench] {tag}: FAILED: {res['error']}")
+                res["repeat"] = rep
+                _emit(res, jsonl)
+                results.append(res)
+        if len(systems) > 1 and systems[0][0] == "hoinghi":
+            _emit(_ratio(n, results), jsonl)
+    if args.sweep:
+        from bench.plot import plot_forward
+
+        png = plot_forward(results, out / f"forward-{stamp}.png")
+        _log(f"[bench] plot: {png}")
+    _log(f"[bench] results: {jsonl}")
+    _table(results)
+    return 1 if failures else 0
+
+
+def _ratio(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """hoinghi / Janus CPU per forwarded packet at size n (medians over repeats)."""
+    def med(system: str, config: str) -> float | None:
+        vals = sorted(r["cpu_us_per_pkt"] for r in results
+                      if r.get("kind") == "run" and r["subscribers"] == n
+                      and r["system"] == system and r["config"] == config
+                      and r.get("cpu_us_per_pkt"))
+        return vals[len(vals) // 2] if vals else None
+
+    line: dict[str, Any] = {"kind": "ratio", "subscribers": n,
+                            "hoinghi_us_per_pkt": med("hoinghi", "default")}
+    for r in results:
+        if r.get("system") == "janus" and r["subscribers"] == n:
+            cfg = r["config"]
+            janus = med("janus", cfg)
+            line[f"janus_{cfg}_us_per_pkt"] = janus
+            hoinghi = line["hoinghi_us_per_pkt"]
+            line[f"ratio_vs_janus_{cfg}"] = (round(hoinghi / janus, 2)
+                                             if hoinghi and janus else None)
+    return line
+
+
+def _emit(obj: dict[str, Any], jsonl: Path) -> None:
+    line = json.dumps(obj)
+    print(line, flush=True)
+    with open(jsonl, "a") as f:
+        f.write(line + "\n")
+
+
+def _table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ("system", "config", "subscribers", "fwd_pps", "cpu_us_per_pkt", "server_cpu_cores",
+            "loss_pct", "latency_p50_ms", "latency_p99_ms", "frames_checked", "foreign_cpu_cores")
+    table = Table(*cols, title="hoinghi bench forward")
+    for r in results:
+        if r.get("kind") == "run":
+            table.add_row(*(str(r.get(c)) for c in cols))
+        else:
+            table.add_row(r["system"], r["config"], str(r["subscribers"]), "error")
+    Console(stderr=True).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "forward":
+        try:
+            return asyncio.run(_forward(args))
+        except KeyboardInterrupt:
+            return 130  # children were stopped by the runs' finally blocks / atexit sweep
+        except asyncio.CancelledError:
+            return 143  # SIGTERM
+    if args.command == "micro":
+        from bench.micro import run_micro
+
+        return run_micro(args.out, quick=args.quick)
+    return 2

@@ -1,0 +1,219 @@
+"""One forwarding measurement: a server, one publisher, N subscribers, a steady-state window.
+
+Sequence: start the server (→ pid) → publisher process (connected) → subscriber processes (all
+connected, audio and video flowing) → warm-up → snapshot → window → snapshot → stop everything.
+Server CPU is utime+stime from /proc/<pid>/stat across the window; forwarded packets are what the
+subscribers received in it (the same denominator for every system). Everything is torn down in a
+`finally`, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import Child, spawn, stop_all
+from bench.procstat import machine_cpu, proc_cpu, proc_rss_mb
+from bench.targets import Server, make_server
+
+
+@dataclass(frozen=True)
+class ForwardOptions:
+    seconds: float = 20.0
+    warmup: float = 4.0
+    full: int = 2  # decoding subscribers (they check frame numbers and measure latency)
+    per_proc: int = 25  # light subscribers per process
+    bitrate: int = 1_000_000
+    connect_timeout: float = 90.0
+
+
+def plan_processes(n: int, full: int, per_proc: int) -> list[tuple[int, int]]:
+    """(count, decoding) per subscriber process. Decoders get a process of their own so their
+    arrival timestamps are not delayed behind a busy light-subscriber event loop."""
+    full = min(full, n)
+    groups: list[tuple[int, int]] = [(full, full)] if full else []
+    light = n - full
+    procs = math.ceil(light / per_proc) if light else 0
+    for i in range(procs):
+        groups.append((light // procs + (1 if i < light % procs else 0), 0))
+    return groups
+
+
+async def _server_count(server: Server) -> tuple[float, int | None]:
+    try:
+        return time.time(), await server.forwarded_packets()
+    except Exception:  # a cross-check only: its absence must not fail the run
+        return time.time(), None
+
+
+async def _snapshot(server: Server, children: list[Child], first: bool) -> dict[str, Any]:
+    # The server-side counter query costs the server CPU: done outside the CPU window (before
+    # the first CPU reading, after the last one).
+    counted = await _server_count(server) if first else None
+    replies = await asyncio.gather(*(c.ask("snap", 20) for c in children))
+    cpu = proc_cpu(server.pid)
+    if not first:
+        counted = await _server_count(server)
+    return {
+        "server_count": counted,
+        "t": time.time(),
+        "server_user": cpu.user_s,
+        "server_sys": cpu.system_s,
+        "machine": machine_cpu(),
+        "children_cpu": sum(proc_cpu(c.pid).total_s for c in children),
+        "replies": replies,
+    }
+
+
+def _classify_bad(pub_final: dict[str, Any], sub_finals: list[dict[str, Any]]
+                  ) -> dict[str, int]:
+    source_bad = set(pub_final.get("source_bad") or [])
+    transit = source = 0
+    for fin in sub_finals:
+        numbers = [n for per_sub in fin.get("bad_numbers", []) for n in per_sub]
+        at_source = sum(1 for n in numbers if n in source_bad)
+        source += at_source
+        # Bad frames whose number could not be inferred count against the transit: no excuse.
+        transit += fin.get("frames_bad", 0) - at_source
+    return {"transit": transit, "source": source, "source_total": len(source_bad)}
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def _rnd(x: float | None, nd: int = 2) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[str, Any],
+              s1: dict[str, Any], pub_final: dict[str, Any], sub_finals: list[dict[str, Any]],
+              extra: dict[str, Any]) -> dict[str, Any]:
+    dt = s1["t"] - s0["t"]
+    pub0, pub1 = s0["replies"][0], s1["replies"][0]
+    fwd_pps = 0.0
+    received = expected = 0
+    for a, b in zip(s0["replies"][1:], s1["replies"][1:], strict=True):
+        got = sum(y["received"] - x["received"] for x, y in zip(a["subs"], b["subs"], strict=True))
+        fwd_pps += got / (b["t"] - a["t"])
+        received += got
+        expected += sum(y["expected"] - x["expected"]
+                        for x, y in zip(a["subs"], b["subs"], strict=True))
+    server_cpu = (s1["server_user"] - s0["server_user"]) + (s1["server_sys"] - s0["server_sys"])
+    busy = s1["machine"][0] - s0["machine"][0]
+    ours = server_cpu + (s1["children_cpu"] - s0["children_cpu"])
+    # Latency: frames whose last packet left the publisher inside the window.
+    sent = {int(n_): (p, s) for n_, p, s in pub_final["frame_log"] if s is not None}
+    lat: list[float] = []
+    e2e: list[float] = []
+    for fin in sub_finals:
+        for decoded in fin.get("decoded", []):
+            for fn, arrival in decoded:
+                ps = sent.get(fn)
+                if ps and s0["t"] <= ps[1] <= s1["t"]:
+                    lat.append((arrival - ps[1]) * 1000)
+                    e2e.append((arrival - ps[0]) * 1000)
+    bad = _classify_bad(pub_final, sub_finals)
+    pub_pps = (pub1["packets"] - pub0["packets"]) / (pub1["t"] - pub0["t"])
+    (c0t, c0), (c1t, c1) = s0["server_count"], s1["server_count"]
+    server_fwd_pps = (c1 - c0) / (c1t - c0t) if c0 is not None and c1 is not None else None
+    return {
+        "kind": "run",
+        "system": system,
+        "config": config,
+        "subscribers": n,
+        "window_s": round(dt, 2),
+        "fwd_pps": round(fwd_pps, 1),
+        "server_fwd_pps": _rnd(server_fwd_pps, 1),  # the server's own count, cross-check
+        "pub_pps": round(pub_pps, 1),
+        "pub_kbps": round((pub1.get("bytes", 0) - pub0.get("bytes", 0)) * 8 / 1000 / dt, 1)
+        if "bytes" in pub1 else None,
+        "cpu_us_per_pkt": round(server_cpu / (fwd_pps * dt) * 1e6, 2) if fwd_pps else None,
+        "server_cpu_cores": round(server_cpu / dt, 3),
+        "server_sys_share": round((s1["server_sys"] - s0["server_sys"]) / server_cpu, 2)
+        if server_cpu else None,
+        "loss_pct": round(100 * max(0, expected - received) / expected, 3) if expected else None,
+        "delivered_pct": round(100 * fwd_pps / (pub_pps * n), 2) if pub_pps and n else None,
+        "latency_p50_ms": _rnd(_percentile(lat, 0.5)),
+        "latency_p99_ms": _rnd(_percentile(lat, 0.99)),
+        "latency_mean_ms": _rnd(statistics.fmean(lat)) if lat else None,
+        "e2e_p50_ms": _rnd(_percentile(e2e, 0.5)),
+        "latency_samples": len(lat),
+        "frames_checked": sum(f.get("frames_checked", 0) for f in sub_finals),
+        # Bad pictures at decoding subscribers that the publisher's own output did not have:
+        # damage in transit (the SFU's, or the receivers'). The source's own (an encoder
+        # starved of CPU) are counted apart.
+        "frames_bad": bad["transit"],
+        "frames_bad_at_source": bad["source"],
+        "source_frames_bad": bad["source_total"],
+        "frames_bad_why": {k: sum(f.get("frames_bad_why", {}).get(k, 0) for f in sub_finals)
+                           for k in ("number", "bar", "order", "start")},
+        "pub_unreadable_frames": pub_final.get("unreadable_frames", 0),
+        "bench_cpu_cores": round((s1["children_cpu"] - s0["children_cpu"]) / dt, 3),
+        # CPU used by processes that are not part of this run: a shared machine's noise.
+        "foreign_cpu_cores": round(max(0.0, busy - ours) / dt, 3),
+        "cores": os.cpu_count(),
+        "loadavg1": round(os.getloadavg()[0], 2),
+        **extra,
+    }
+
+
+async def run_forward(system: str, config: str, n: int, opts: ForwardOptions,
+                      workdir: Path) -> dict[str, Any]:
+    """One measurement. Raises on any failure; never leaves a process behind."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = make_server(system, workdir, config)
+    children: list[Child] = []
+    py = sys.executable
+    try:
+        t_start = time.monotonic()
+        await server.start()
+        spec = server.spec()
+        pub = await spawn("publisher", [py, "-m", "bench.publisher", "--spec", json.dumps(spec),
+                                        "--bitrate", str(opts.bitrate)],
+                          workdir / "publisher.log")
+        children.append(pub)
+        ready = await pub.read_json(opts.connect_timeout)
+        if "feed" in ready:  # Janus: subscribers name the publisher's feed
+            spec = {**spec, "feed": ready["feed"]}
+        subs: list[Child] = []
+        first = 0
+        t_conn = time.monotonic()
+        for i, (count, full) in enumerate(plan_processes(n, opts.full, opts.per_proc)):
+            subs.append(await spawn(
+                f"subscribers{i}",
+                [py, "-m", "bench.subscribers", "--spec", json.dumps(spec), "--count", str(count),
+                 "--full", str(full), "--first-index", str(first),
+                 "--timeout", str(opts.connect_timeout)],
+                workdir / f"subscribers{i}.log"))
+            children.append(subs[-1])
+            first += count
+        await asyncio.gather(*(s.read_json(opts.connect_timeout + 30) for s in subs))
+        connect_s = time.monotonic() - t_conn
+        await asyncio.sleep(opts.warmup)
+        s0 = await _snapshot(server, children, first=True)
+        await asyncio.sleep(opts.seconds)
+        s1 = await _snapshot(server, children, first=False)
+        extra: dict[str, Any] = {"server_rss_mb": round(proc_rss_mb(server.pid), 1)}
+        finals = await asyncio.gather(*(c.ask("stop", 60) for c in children))
+        # Everything raw, next to the logs: to re-derive or debug a figure later.
+        (workdir / "raw.json").write_text(json.dumps({"s0": s0, "s1": s1, "finals": finals}))
+        extra["connect_s"] = round(connect_s, 2)
+        extra["run_s"] = round(time.monotonic() - t_start, 1)
+        return summarize(system, config, n, opts, s0, s1, finals[0], list(finals[1:]), extra)
+    finally:
+        await stop_all(children)
+        await server.stop()

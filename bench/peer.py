@@ -1,0 +1,179 @@
+"""aiortc peers for the benchmark's own processes: loopback-only, and cheap packet counting.
+
+The light subscribers must not be the bottleneck: stock aiortc runs every received packet through
+RtpPacket.parse, the receiver's jitter buffer, NACK/REMB bookkeeping and a decoder thread. We
+replace the DTLS transport's `_handle_rtp_data` (called with the SRTP-*decrypted* datagram) with a
+counter that reads the 12-byte header only. Decryption is kept on purpose: it proves each packet
+was a valid SRTP packet for this very connection, not just a datagram that reached the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from sfu.adapters.aiortc_tap import set_ice_hosts
+
+_RTP_HEADER = struct.Struct("!BBHII")  # v/p/x/cc, m/pt, seq, ts, ssrc
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", re.MULTILINE)
+
+RtpHandler = Callable[[bytes, int], Awaitable[None]]
+
+
+def loopback_pc() -> RTCPeerConnection:
+    # The only sanctioned way to make aioice offer 127.0.0.1 (it skips loopback by itself).
+    set_ice_hosts(["127.0.0.1"])
+    # iceServers given explicitly: left unset, aiortc adds a public Google STUN server.
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+def candidate_addresses(sdp: str) -> list[str]:
+    return _CANDIDATE.findall(sdp)
+
+
+def require_loopback(sdp: str, who: str) -> None:
+    """Refuse an SDP whose ICE candidates are not all 127.0.0.1.
+
+    A figure taken over a real NIC, or a run that silently fell back to another interface, is not
+    the loopback benchmark it claims to be.
+    """
+    addrs = candidate_addresses(sdp)
+    if not addrs:
+        raise RuntimeError(f"{who}: SDP has no ICE candidates")
+    bad = sorted({a for a in addrs if a != "127.0.0.1"})
+    if bad:
+        raise RuntimeError(f"{who}: SDP has non-loopback candidates {bad}")
+
+
+def dtls_transports(pc: RTCPeerConnection) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for tr in pc.getTransceivers():
+        for t in (tr.receiver.transport, tr.sender.transport):
+            if t is not None:
+                seen[id(t)] = t
+    return list(seen.values())
+
+
+def hook_rtp(pc: RTCPeerConnection, make_handler: Callable[[RtpHandler], RtpHandler]) -> None:
+    """Install make_handler(original) as every DTLS transport's decrypted-RTP entry point.
+
+    Call after setRemoteDescription and before setLocalDescription/answer: the transports exist
+    by then and no media can have arrived. Idempotent (renegotiations call it again).
+    """
+    for t in dtls_transports(pc):
+        if getattr(t, "_bench_hooked", False):
+            continue
+        t._handle_rtp_data = make_handler(t._handle_rtp_data)
+        t._bench_hooked = True
+
+
+class SsrcCounter:
+    """RTP loss accounting for one SSRC, RFC 3550 style (extended highest seq − first + 1)."""
+
+    __slots__ = ("base", "bytes", "max_ext", "received", "reordered")
+
+    def __init__(self, seq: int) -> None:
+        self.base = seq
+        self.max_ext = seq
+        self.received = 0
+        self.bytes = 0
+        self.reordered = 0
+
+    def add(self, seq: int, size: int) -> None:
+        self.received += 1
+        self.bytes += size
+        delta = (seq - self.max_ext) & 0xFFFF
+        if delta < 0x8000:
+            self.max_ext += delta
+        else:
+            self.reordered += 1  # late or duplicate: counted as received, moves nothing
+
+    @property
+    def expected(self) -> int:
+        return self.max_ext - self.base + 1
+
+
+class RtpCounter:
+    """Counts packets per SSRC for one subscriber. Optionally records video arrival times."""
+
+    def __init__(self) -> None:
+        self.ssrcs: dict[int, SsrcCounter] = {}
+        # RTP timestamp -> wall time the latest packet of that frame arrived (decoders only).
+        self.arrivals: dict[int, float] | None = None
+        self.video_pts: set[int] = set()
+
+    def handler(self, decode: bool) -> Callable[[RtpHandler], RtpHandler]:
+        """A hook factory for hook_rtp. decode=False: count only, aiortc never sees the packet."""
+        unpack = _RTP_HEADER.unpack_from
+        ssrcs = self.ssrcs
+
+        def make(orig: RtpHandler) -> RtpHandler:
+            forward = orig if decode else None
+
+            async def on_rtp(data: bytes, arrival_time_ms: int) -> None:
+                if len(data) < 12:
+                    return
+                _, mpt, seq, ts, ssrc = unpack(data)
+                c = ssrcs.get(ssrc)
+                if c is None:
+                    c = ssrcs[ssrc] = SsrcCounter(seq)
+                c.add(seq, len(data))
+                arrivals = self.arrivals
+                if arrivals is not None and (mpt & 0x7F) in self.video_pts:
+                    arrivals[ts] = time.time()
+                    if len(arrivals) > 2000:
+                        # Bounded: only the last seconds matter to a decoder that keeps up.
+                        for k in list(arrivals)[:1000]:
+                            del arrivals[k]
+                if forward is not None:
+                    await forward(data, arrival_time_ms)
+
+            return on_rtp
+
+        return make
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "received": sum(c.received for c in self.ssrcs.values()),
+            "expected": sum(c.expected for c in self.ssrcs.values()),
+            "bytes": sum(c.bytes for c in self.ssrcs.values()),
+            "reordered": sum(c.reordered for c in self.ssrcs.values()),
+            "ssrcs": len(self.ssrcs),
+        }
+
+
+def video_payload_types(sdp: str) -> set[int]:
+    """Payload types of the video m-lines (media, not RTX: RTX never reaches a decoder)."""
+    pts: set[int] = set()
+    kind = None
+    rtx: set[int] = set()
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line.split()
+            kind = parts[0][2:]
+            if kind == "video":
+                pts.update(int(p) for p in parts[3:] if p.isdigit())
+        elif kind == "video" and line.startswith("a=rtpmap:"):
+            pt, _, enc = line[9:].partition(" ")
+            if enc.lower().startswith("rtx/"):
+                rtx.add(int(pt))
+    return pts - rtx
+
+
+async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pc.connectionState != "connected":
+        if pc.connectionState in ("failed", "closed"):
+            raise RuntimeError(f"peer connection {pc.connectionState}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"peer connection still {pc.connectionState} after {timeout}s")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,42 @@
+"""PNG plot of a sweep: CPU per forwarded packet and server CPU vs subscribers, per system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on the benchmark machines
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results if r.get("kind") == "run"]
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        name = r["system"] if r["config"] == "default" and r["system"] == "hoinghi" else (
+            f"{r['system']} ({r['config']})")
+        series.setdefault(name, []).append(r)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("cpu_us_per_pkt", "server CPU µs per forwarded packet"),
+              ("server_cpu_cores", "server CPU (cores)"),
+              ("latency_p99_ms", "added latency p99 (ms)"))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for name, rs in sorted(series.items()):
+            pts = sorted((r["subscribers"], r[key]) for r in rs if r.get(key) is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        ax.set_title(title)
+        ax.set_xlabel("subscribers")
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+    axes[0].legend()
+    machine = runs[0] if runs else {}
+    fig.suptitle(f"1 publisher (VP8 + Opus) → N subscribers on loopback; "
+                 f"{machine.get('cores', '?')} cores")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

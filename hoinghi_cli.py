@@ -1,0 +1,186 @@
+"""`hoinghi` command line: serve, token, and dispatch to bridge / bench / loadtest."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+# Subcommands owned by other packages: imported only when used, handed the rest of argv.
+_DISPATCH = {
+    "bridge": ("clients.bridge", "main"),
+    "bench": ("bench.cli", "main"),
+    "loadtest": ("bench.loadtest", "main"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hoinghi", description="hoinghi SFU and signaling")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the signaling server and SFU")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    serve.add_argument(
+        "--ice-host",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address offered as ICE host candidate (repeatable; e.g. 127.0.0.1 on loopback)",
+    )
+    serve.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN server for clients and for the server's own peers (repeatable)",
+    )
+    serve.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="TURN server handed to clients (repeatable)",
+    )
+    serve.add_argument("--turn-user")
+    serve.add_argument("--turn-password")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+
+    token = sub.add_parser("token", help="print an access token (secret from HOINGHI_SECRET)")
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", required=True)
+    token.add_argument("--role", required=True)
+    token.add_argument("--name")
+    token.add_argument("--province")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+
+    for name in _DISPATCH:
+        sub.add_parser(name, help=f"see `hoinghi {name} --help`", add_help=False)
+    return parser
+
+
+def _sfu_config(args: argparse.Namespace) -> Any:
+    from sfu.config import IceServer, SfuConfig
+
+    stun = tuple(IceServer(urls=(url,)) for url in args.stun)
+    turn: tuple[IceServer, ...] = ()
+    if args.turn:
+        turn = (
+            IceServer(
+                urls=tuple(args.turn), username=args.turn_user, credential=args.turn_password
+            ),
+        )
+    # The server's own peers use STUN only (to learn a public address); TURN is for clients.
+    return SfuConfig(
+        ice_hosts=tuple(args.ice_host), ice_servers=stun, client_ice_servers=stun + turn
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from signaling.app import create_app
+    from signaling.config import ConfigError, SignalingConfig
+    from signaling.messages import MAX_MESSAGE_BYTES
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if bool(args.turn_user) != bool(args.turn_password):
+        print("error: --turn-user and --turn-password go together", file=sys.stderr)
+        return 2
+    try:
+        config = SignalingConfig.from_env(sfu=_sfu_config(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.ice_host:
+        from sfu.adapters.aiortc_tap import set_ice_hosts
+
+        set_ice_hosts(tuple(args.ice_host))
+
+    uv_config = uvicorn.Config(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        # The app refuses frames over 64 KiB with `too_large` (docs/signaling.md) and so must
+        # see them; the websocket layer cuts off anything far bigger before it is buffered.
+        ws_max_size=4 * MAX_MESSAGE_BYTES,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    server = _listening_server(uv_config)
+    asyncio.run(server.serve())
+    return 0 if server.started else 1
+
+
+def _listening_server(config: Any) -> Any:
+    """A uvicorn.Server that prints `hoinghi listening on http://HOST:PORT` once it listens
+    (the real port when --port 0): tests and scripts wait for that line."""
+    import uvicorn
+
+    class ListeningServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.should_exit or not self.servers:
+                return
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"hoinghi listening on http://{shown}:{port}", flush=True)
+
+    return ListeningServer(config)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from signaling.auth import issue_token
+    from signaling.config import SECRET_ENV
+
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        print(f"error: {SECRET_ENV} is not set", file=sys.stderr)
+        return 2
+    try:
+        token = issue_token(
+            secret,
+            args.room,
+            args.identity,
+            args.role,
+            name=args.name,
+            province=args.province,
+            ttl_s=args.ttl,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in _DISPATCH:
+        import importlib
+
+        module_name, func = _DISPATCH[args_list[0]]
+        module = importlib.import_module(module_name)
+        result = getattr(module, func)(args_list[1:])
+        return int(result or 0)
+    args = _parser().parse_args(args_list)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "token":
+        return _token(args)
+    return 2  # unreachable: argparse requires a known command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

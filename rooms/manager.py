@@ -1,0 +1,327 @@
+"""RoomManager: who is connected to which room on this node, and each room's media Router.
+
+One `sfu.router.Router` per room: created on the first join, closed when the room empties.
+Membership (join / leave / replace) is serialized per room by a lock; media requests are not
+(they go straight to the Router). Events go out through `Peer.send`, which only queues, so one
+slow or broken connection never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rooms.model import Participant, Room
+from rooms.store import RoomStore
+from sfu.config import SfuConfig
+from sfu.router import Router, SendOffer, TrackInfo
+from signaling import messages as m
+from signaling.errors import CLOSE_REPLACED, NotJoined, Replaced, RoomFull, RoomLocked
+
+logger = logging.getLogger(__name__)
+
+RouterFactory = Callable[[str, SfuConfig, SendOffer], Router]
+
+
+class Peer(Protocol):
+    """A connected session as the manager sees it (signaling.app's connection implements it)."""
+
+    @property
+    def participant(self) -> Participant: ...
+
+    @property
+    def auto_subscribe(self) -> bool: ...
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a message; never blocks, never raises."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what is already queued; never blocks, never raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class JoinSnapshot:
+    room: Room
+    participants: list[Participant]  # the others already in the room
+    tracks: list[TrackInfo]
+
+
+@dataclass
+class _LiveRoom:
+    router: Router
+    peers: dict[str, Peer] = field(default_factory=dict)
+
+
+class RoomManager:
+    def __init__(
+        self,
+        store: RoomStore,
+        sfu_config: SfuConfig,
+        *,
+        router_factory: RouterFactory = Router,
+        max_participants: int = 5000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sfu_config = sfu_config
+        self._router_factory = router_factory
+        self.max_participants = max_participants
+        self._clock = clock
+        self._rooms: dict[str, _LiveRoom] = {}
+        # One lock per room id, kept after the room closes (a few hundred bytes each) so that a
+        # join racing a close always finds the same lock.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- membership ----------------------------------------------------------------------------
+
+    async def join(self, peer: Peer, on_admitted: Callable[[JoinSnapshot], None]) -> JoinSnapshot:
+        """Admit `peer`, replacing a session with the same identity.
+
+        `on_admitted` runs synchronously at the moment the peer becomes visible (before any
+        event can reach it), so the shell can queue `joined` ahead of every event.
+        Raises RoomLocked / RoomFull.
+        """
+        participant = peer.participant
+        room_id, pid = participant.room_id, participant.id
+        async with self._lock(room_id):
+            room = await self.store.create_room(room_id)
+            live = self._rooms.get(room_id)
+            others = len(live.peers) - (pid in live.peers) if live else 0
+            if room.locked and not participant.can("moderate"):
+                raise RoomLocked()
+            if others >= (room.max_participants or self.max_participants):
+                raise RoomFull()
+            created = live is None
+            if live is None:
+                live = _LiveRoom(self._make_router(room_id))
+                self._rooms[room_id] = live
+            try:
+                old = live.peers.pop(pid, None)
+                if old is not None:
+                    await self._replace(live, old)
+                listed = await self.store.list_participants(room_id)
+                await self.store.add_participant(participant)
+            except BaseException:
+                if created and not live.peers:
+                    await self._close_room(room_id, live)
+                raise
+            snapshot = JoinSnapshot(
+                room=room,
+                participants=[p for p in listed if p.id != pid],
+                tracks=self._tracks(live),
+            )
+            # From here to the broadcast nothing awaits: the snapshot stays exact.
+            live.peers[pid] = peer
+            on_admitted(snapshot)
+            self.broadcast(room_id, m.participant_joined(participant.to_json()), exclude=peer)
+            logger.info("join room=%s participant=%s role=%s", room_id, pid, participant.role)
+            return snapshot
+
+    async def leave(self, peer: Peer, reason: str = "disconnected") -> None:
+        """Remove `peer` if it is still the current session for its identity (a replaced
+        session's leave is a no-op: the replacement already cleaned up)."""
+        participant = peer.participant
+        room_id, pid = participant.room_id, participant.id
+        async with self._lock(room_id):
+            live = self._rooms.get(room_id)
+            if live is None or live.peers.get(pid) is not peer:
+                return
+            del live.peers[pid]
+            try:
+                await self.store.remove_participant(room_id, pid)
+            except Exception:
+                logger.exception("store failed removing room=%s participant=%s", room_id, pid)
+            for track_id in await self._remove_media(live, pid):
+                self.broadcast(room_id, m.track_unpublished(track_id))
+            self.broadcast(room_id, m.participant_left(pid, reason))
+            logger.info("leave room=%s participant=%s reason=%s", room_id, pid, reason)
+            if not live.peers:
+                await self._close_room(room_id, live)
+
+    async def _replace(self, live: _LiveRoom, old: Peer) -> None:
+        pid = old.participant.id
+        replaced = Replaced()
+        old.send(m.error(replaced.code, replaced.message))
+        old.close(CLOSE_REPLACED, replaced.code)
+        room_id = old.participant.room_id
+        # The old connections are dead: close them, so the new session starts clean.
+        for track_id in await self._remove_media(live, pid):
+            self.broadcast(room_id, m.track_unpublished(track_id))
+        self.broadcast(room_id, m.participant_left(pid, "replaced"))
+        logger.info("replaced room=%s participant=%s", room_id, pid)
+
+    # --- media (straight to the room's Router; errors propagate to the caller) ----------------
+
+    async def auto_subscribe_joined(self, peer: Peer) -> None:
+        """After `joined`: subscribe an auto-subscribing peer to every track of the others."""
+        p = peer.participant
+        if not (peer.auto_subscribe and p.can("subscribe")):
+            return
+        live = self._live(peer)
+        ids = [t.id for t in self._tracks(live) if t.participant_id != p.id]
+        if ids:
+            await live.router.subscribe(p.id, ids)
+
+    async def publish(
+        self, peer: Peer, sdp: str, sources: dict[str, str]
+    ) -> tuple[str, list[TrackInfo]]:
+        return await self._live(peer).router.publish(peer.participant.id, sdp, sources)
+
+    async def announce_published(self, peer: Peer, tracks: list[TrackInfo]) -> None:
+        """After the publisher's answer: tell everyone, then subscribe the auto-subscribers."""
+        if not tracks:
+            return
+        live = self._live(peer)
+        room_id = peer.participant.room_id
+        for track in tracks:
+            self.broadcast(room_id, m.track_published(track.to_json()))
+        ids = [t.id for t in tracks]
+        targets = [
+            other
+            for other in live.peers.values()
+            if other is not peer and other.auto_subscribe and other.participant.can("subscribe")
+        ]
+        results = await asyncio.gather(
+            *(live.router.subscribe(t.participant.id, ids) for t in targets),
+            return_exceptions=True,
+        )
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                # One subscriber's failure must not stop the others; nothing to reply to.
+                logger.warning(
+                    "auto-subscribe failed room=%s participant=%s tracks=%s: %r",
+                    room_id,
+                    target.participant.id,
+                    ids,
+                    result,
+                )
+
+    async def subscribe(self, peer: Peer, track_ids: list[str]) -> None:
+        await self._live(peer).router.subscribe(peer.participant.id, track_ids)
+
+    async def unsubscribe(self, peer: Peer, track_ids: list[str]) -> None:
+        await self._live(peer).router.unsubscribe(peer.participant.id, track_ids)
+
+    async def subscriber_answer(self, peer: Peer, sdp: str) -> None:
+        await self._live(peer).router.subscriber_answer(peer.participant.id, sdp)
+
+    async def add_ice_candidate(
+        self, peer: Peer, pc: str, candidate: dict[str, Any] | None
+    ) -> None:
+        await self._live(peer).router.add_ice_candidate(peer.participant.id, pc, candidate)
+
+    def set_track_muted(self, peer: Peer, track_id: str, muted: bool) -> TrackInfo:
+        return self._live(peer).router.set_track_muted(track_id, muted)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def broadcast(self, room_id: str, message: dict[str, Any], exclude: Peer | None = None) -> None:
+        live = self._rooms.get(room_id)
+        if live is None:
+            return
+        for peer in list(live.peers.values()):
+            if peer is exclude:
+                continue
+            try:
+                peer.send(message)
+            except Exception:  # Peer.send must not raise; if one does, the others still get it
+                logger.exception("send failed participant=%s", peer.participant.id)
+
+    async def _send_offer(
+        self, room_id: str, participant_id: str, sdp: str, mids: dict[str, str]
+    ) -> None:
+        live = self._rooms.get(room_id)
+        peer = live.peers.get(participant_id) if live else None
+        if peer is None:
+            logger.debug(
+                "offer for absent participant room=%s participant=%s", room_id, participant_id
+            )
+            return
+        peer.send(m.subscriber_offer(sdp, mids))
+
+    # --- introspection (metrics, tests) --------------------------------------------------------
+
+    def room_ids(self) -> list[str]:
+        return list(self._rooms)
+
+    def participant_count(self) -> int:
+        return sum(len(live.peers) for live in self._rooms.values())
+
+    def routers(self) -> dict[str, Router]:
+        return {room_id: live.router for room_id, live in self._rooms.items()}
+
+    def tracks(self, room_id: str) -> list[TrackInfo]:
+        live = self._rooms.get(room_id)
+        return self._tracks(live) if live else []
+
+    async def set_room_attributes(self, room_id: str, attributes: dict[str, Any]) -> Room:
+        async with self._lock(room_id):
+            await self.store.create_room(room_id)
+            return await self.store.set_room_attributes(room_id, attributes)
+
+    async def close(self) -> None:
+        """Shutdown: close every Router."""
+        for room_id, live in list(self._rooms.items()):
+            live.peers.clear()
+            await self._close_room(room_id, live)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = asyncio.Lock()
+        return lock
+
+    def _live(self, peer: Peer) -> _LiveRoom:
+        p = peer.participant
+        live = self._rooms.get(p.room_id)
+        if live is None or live.peers.get(p.id) is not peer:
+            raise NotJoined("this session is no longer in the room")
+        return live
+
+    def _make_router(self, room_id: str) -> Router:
+        send_offer: SendOffer = functools.partial(self._send_offer, room_id)
+        logger.info("router open room=%s", room_id)
+        return self._router_factory(room_id, self.sfu_config, send_offer)
+
+    @staticmethod
+    def _tracks(live: _LiveRoom) -> list[TrackInfo]:
+        try:
+            return live.router.tracks()
+        except NotImplementedError:  # the Router is still a stub: no media yet
+            return []
+
+    @staticmethod
+    async def _remove_media(live: _LiveRoom, participant_id: str) -> list[str]:
+        # A failing Router must not break a leave (mediasoup: a failing listener cannot break
+        # the close): log, and carry on with the membership change.
+        try:
+            return list(await live.router.remove_participant(participant_id))
+        except NotImplementedError:
+            return []
+        except Exception:
+            logger.exception("router failed removing participant=%s", participant_id)
+            return []
+
+    async def _close_room(self, room_id: str, live: _LiveRoom) -> None:
+        if self._rooms.get(room_id) is live:
+            del self._rooms[room_id]
+        try:
+            await live.router.close()
+        except NotImplementedError:
+            pass
+        except Exception:
+            logger.exception("router close failed room=%s", room_id)
+        try:
+            await self.store.delete_room(room_id)
+        except Exception:
+            logger.exception("store failed deleting room=%s", room_id)
+        logger.info("router closed room=%s", room_id)

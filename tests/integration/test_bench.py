@@ -1,0 +1,73 @@
+"""`hoinghi bench forward` end to end: real server, real aiortc peers, real numbers.
+
+Smoke sizes only (2 subscribers, a 3 s window): this checks that the benchmark measures
+something real, not how fast anything is. The Janus comparison needs Debian's `janus` (the test
+setup installs it: `apt-get install -y janus`) and gcc for its loopback shim; it is skipped only
+when those are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.janus import janus_available
+
+pytestmark = pytest.mark.integration
+
+HOINGHI = Path(sys.executable).with_name("hoinghi")
+
+
+def run_bench(tmp_path: Path, *extra: str, timeout: float = 100) -> list[dict[str, Any]]:
+    cmd = [str(HOINGHI), "bench", "forward", "--subscribers", "2", "--seconds", "3",
+           "--warmup", "2", "--out", str(tmp_path), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert lines, proc.stderr[-4000:]
+    # Results are also kept on disk, one JSON line each.
+    on_disk = list(tmp_path.glob("forward-*.jsonl"))
+    assert len(on_disk) == 1 and len(on_disk[0].read_text().splitlines()) == len(lines)
+    return lines
+
+
+def check_run(r: dict[str, Any], system: str) -> None:
+    assert r["kind"] == "run" and r["system"] == system and r["subscribers"] == 2
+    # ~150 packets/s published (VP8 ~1 Mbit/s + Opus), to 2 subscribers.
+    assert r["pub_pps"] > 80, r
+    assert r["fwd_pps"] > 1.5 * r["pub_pps"], r
+    assert r["server_fwd_pps"] is None or r["server_fwd_pps"] > 0, r
+    assert r["loss_pct"] is not None and r["loss_pct"] < 2, r
+    assert r["cpu_us_per_pkt"] is not None and r["cpu_us_per_pkt"] > 0, r
+    assert r["server_cpu_cores"] > 0, r
+    # The 2 subscribers decode and check painted frame numbers: pictures really arrived, in
+    # order, and none was damaged on the way (the encoder's own glitches are counted apart).
+    assert r["frames_checked"] > 60, r
+    assert r["frames_bad"] <= max(2, r["frames_checked"] // 50), r
+    assert r["latency_samples"] > 30, r
+    assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] < 2000, r
+
+
+def test_forward_hoinghi(tmp_path: Path) -> None:
+    lines = run_bench(tmp_path)
+    assert len(lines) == 1
+    check_run(lines[0], "hoinghi")
+
+
+@pytest.mark.skipif(not janus_available() or shutil.which("gcc") is None,
+                    reason="needs Debian's janus (apt-get install -y janus) and gcc")
+def test_forward_vs_janus(tmp_path: Path) -> None:
+    lines = run_bench(tmp_path, "--peer", "janus")
+    runs = [x for x in lines if x["kind"] == "run"]
+    assert [r["system"] for r in runs] == ["hoinghi", "janus"]
+    for r in runs:
+        check_run(r, r["system"])
+    (ratio,) = [x for x in lines if x["kind"] == "ratio"]
+    expected = runs[0]["cpu_us_per_pkt"] / runs[1]["cpu_us_per_pkt"]
+    assert ratio["ratio_vs_janus_default"] == pytest.approx(expected, rel=0.02)
