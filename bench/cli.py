@@ -113,6 +113,8 @@ async def _forward(args: argparse.Namespace) -> int:
     if args.sweep:
         from bench.plot import plot_forward
 
+        for line in _marginals(results):
+            _emit(line, jsonl)
         png = plot_forward(results, out / f"forward-{stamp}.png")
         _log(f"[bench] plot: {png}")
     _log(f"[bench] results: {jsonl}")
@@ -140,6 +142,29 @@ def _ratio(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
             line[f"ratio_vs_janus_{cfg}"] = (round(hoinghi / janus, 2)
                                              if hoinghi and janus else None)
     return line
+
+
+def _marginals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system: least-squares fit of server CPU against forwarded packets/s over the sweep.
+
+    The slope is the CPU of one *more* forwarded packet, free of the fixed costs (ingress,
+    timers, signaling) that dominate µs-per-packet at small N.
+    """
+    out = []
+    keys = sorted({(r["system"], r["config"]) for r in results if r.get("kind") == "run"})
+    for system, config in keys:
+        pts = [(r["fwd_pps"], r["server_cpu_cores"]) for r in results
+               if r.get("kind") == "run" and r["system"] == system and r["config"] == config]
+        if len({x for x, _ in pts}) < 2:
+            continue
+        mx = sum(x for x, _ in pts) / len(pts)
+        my = sum(y for _, y in pts) / len(pts)
+        slope = (sum((x - mx) * (y - my) for x, y in pts)
+                 / sum((x - mx) ** 2 for x, _ in pts))
+        out.append({"kind": "marginal", "system": system, "config": config,
+                    "us_per_extra_pkt": round(slope * 1e6, 2),
+                    "fixed_cpu_cores": round(my - slope * mx, 4), "points": len(pts)})
+    return out
 
 
 def _emit(obj: dict[str, Any], jsonl: Path) -> None:

@@ -117,14 +117,19 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
     ours = server_cpu + (s1["children_cpu"] - s0["children_cpu"])
     # Latency: frames whose last packet left the publisher inside the window.
     sent = {int(n_): (p, s) for n_, p, s in pub_final["frame_log"] if s is not None}
-    lat: list[float] = []
-    e2e: list[float] = []
+    lat: list[float] = []  # kernel receive at the subscriber − publisher's send
+    app_lat: list[float] = []  # same, but when the subscriber's Python got to the packet
+    e2e: list[float] = []  # from the frame's production (includes encoding)
+    kernel_samples = 0
     for fin in sub_finals:
         for decoded in fin.get("decoded", []):
-            for fn, arrival in decoded:
+            for fn, kernel, app in decoded:
                 ps = sent.get(fn)
                 if ps and s0["t"] <= ps[1] <= s1["t"]:
+                    arrival = app if kernel is None else kernel
+                    kernel_samples += kernel is not None
                     lat.append((arrival - ps[1]) * 1000)
+                    app_lat.append((app - ps[1]) * 1000)
                     e2e.append((arrival - ps[0]) * 1000)
     bad = _classify_bad(pub_final, sub_finals)
     pub_pps = (pub1["packets"] - pub0["packets"]) / (pub1["t"] - pub0["t"])
@@ -150,8 +155,13 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         "latency_p50_ms": _rnd(_percentile(lat, 0.5)),
         "latency_p99_ms": _rnd(_percentile(lat, 0.99)),
         "latency_mean_ms": _rnd(statistics.fmean(lat)) if lat else None,
+        "app_latency_p50_ms": _rnd(_percentile(app_lat, 0.5)),
+        "app_latency_p99_ms": _rnd(_percentile(app_lat, 0.99)),
         "e2e_p50_ms": _rnd(_percentile(e2e, 0.5)),
         "latency_samples": len(lat),
+        # Share of samples timed by the kernel (SO_TIMESTAMPNS); the rest by the receiver's
+        # Python, which adds its own scheduling delay.
+        "latency_kernel_share": round(kernel_samples / len(lat), 3) if lat else None,
         "frames_checked": sum(f.get("frames_checked", 0) for f in sub_finals),
         # Bad pictures at decoding subscribers that the publisher's own output did not have:
         # damage in transit (the SFU's, or the receivers'). The source's own (an encoder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,67 @@ def hook_rtp(pc: RTCPeerConnection, make_handler: Callable[[RtpHandler], RtpHand
         t._bench_hooked = True
 
 
+# Linux's SO_TIMESTAMPNS (== SCM_TIMESTAMPNS) on asm-generic and x86; Python does not export it.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
+_SEQ_SSRC = struct.Struct("!H4xI")
+
+
+def kernel_receive_times(pc: RTCPeerConnection, store: dict[tuple[int, int], float]) -> int:
+    """Record the kernel's receive time (SO_TIMESTAMPNS) of every SRTP packet, by (ssrc, seq).
+
+    Why: an arrival time read in Python includes however long this (busy, shared-core) process
+    took to get to the packet; the kernel's timestamp is when the datagram reached the socket,
+    which is what "latency through the server" means. SRTP leaves the RTP header in clear, so
+    packets are keyed before decryption. Replaces the asyncio reader of each ICE socket with an
+    equivalent one that uses recvmsg. Returns the number of sockets hooked (0: not available).
+    """
+    loop: Any = asyncio.get_running_loop()
+    # The private selector-loop calls: the public ones refuse an fd a transport owns. The
+    # transport's own close() later removes our reader like it would have removed its own.
+    if not hasattr(loop, "_add_reader"):
+        return 0
+    hooked = 0
+    for t in dtls_transports(pc):
+        connection = getattr(t.transport, "_connection", None)
+        for protocol in getattr(connection, "_protocols", []):
+            transport = protocol.transport
+            sock = getattr(transport, "_sock", None)
+            if sock is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            except OSError:
+                continue
+            fd = sock.fileno()
+            loop._remove_reader(fd)
+            loop._add_reader(fd, _read_with_timestamp, sock, protocol, store)
+            hooked += 1
+    return hooked
+
+
+def _read_with_timestamp(sock: socket.socket, protocol: Any,
+                         store: dict[tuple[int, int], float]) -> None:
+    # Mirrors asyncio's datagram transport reader (_SelectorDatagramTransport._read_ready).
+    try:
+        data, ancdata, _, addr = sock.recvmsg(65536, 64)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as exc:
+        protocol.error_received(exc)
+        return
+    if len(data) >= 12 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223:
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack(cdata[:16])
+                seq, ssrc = _SEQ_SSRC.unpack_from(data, 2)
+                store[(ssrc, seq)] = sec + nsec * 1e-9
+                if len(store) > 8000:  # bounded: the decoder needs only the last second
+                    for key in list(store)[:4000]:
+                        del store[key]
+    protocol.datagram_received(data, addr)
+
+
 class SsrcCounter:
     """RTP loss accounting for one SSRC, RFC 3550 style (extended highest seq − first + 1)."""
 
@@ -107,8 +169,10 @@ class RtpCounter:
 
     def __init__(self) -> None:
         self.ssrcs: dict[int, SsrcCounter] = {}
-        # RTP timestamp -> wall time the latest packet of that frame arrived (decoders only).
-        self.arrivals: dict[int, float] | None = None
+        # RTP timestamp -> (kernel, app) wall times the latest packet of that frame arrived
+        # (decoders only); kernel is None when the socket gave no timestamp.
+        self.arrivals: dict[int, tuple[float | None, float]] | None = None
+        self.kernel_times: dict[tuple[int, int], float] = {}
         self.video_pts: set[int] = set()
 
     def handler(self, decode: bool) -> Callable[[RtpHandler], RtpHandler]:
@@ -129,7 +193,7 @@ class RtpCounter:
                 c.add(seq, len(data))
                 arrivals = self.arrivals
                 if arrivals is not None and (mpt & 0x7F) in self.video_pts:
-                    arrivals[ts] = time.time()
+                    arrivals[ts] = (self.kernel_times.get((ssrc, seq)), time.time())
                     if len(arrivals) > 2000:
                         # Bounded: only the last seconds matter to a decoder that keeps up.
                         for k in list(arrivals)[:1000]:

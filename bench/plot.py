@@ -33,8 +33,10 @@ def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylim(bottom=0)
     axes[0].legend()
     machine = runs[0] if runs else {}
+    foreign = sum(r.get("foreign_cpu_cores", 0) for r in runs) / max(1, len(runs))
     fig.suptitle(f"1 publisher (VP8 + Opus) → N subscribers on loopback; "
-                 f"{machine.get('cores', '?')} cores")
+                 f"{machine.get('cores', '?')} cores, other processes used {foreign:.2f} "
+                 f"cores on average during the windows")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

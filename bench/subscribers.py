@@ -19,7 +19,14 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from bench.peer import RtpCounter, hook_rtp, loopback_pc, video_payload_types, wait_connected
+from bench.peer import (
+    RtpCounter,
+    hook_rtp,
+    kernel_receive_times,
+    loopback_pc,
+    video_payload_types,
+    wait_connected,
+)
 from bench.targets import Client, make_client
 from bench.worker import emit, run_worker, serve_commands
 from clients.media import bar_matches, read_frame_number
@@ -37,7 +44,8 @@ class Subscriber:
         self.full = full
         self.pc: RTCPeerConnection = loopback_pc()
         self.counter = RtpCounter()
-        self.decoded: list[tuple[int, float]] = []  # (frame number, arrival of its packets)
+        # (frame number, kernel arrival, app arrival) of its last packet
+        self.decoded: list[tuple[int, float | None, float]] = []
         self.frames_checked = 0
         self.frames_bad = 0
         # Why pictures failed; "start": unreadable before the first good one (a subscriber that
@@ -111,7 +119,7 @@ class Subscriber:
         if arrival is None:
             self.frames_no_arrival += 1
         else:
-            self.decoded.append((n, arrival))  # type: ignore[arg-type]
+            self.decoded.append((n, *arrival))  # type: ignore[arg-type]
 
     def media_flowing(self) -> bool:
         # Audio and video both arriving (a server may add them in separate offers).
@@ -139,13 +147,15 @@ async def main() -> None:
     for i in range(0, len(subs), 5):
         await asyncio.gather(*(s.connect(client) for s in subs[i:i + 5]))
     await asyncio.gather(*(wait_connected(s.pc, args.timeout) for s in subs))
+    kernel_ts = sum(kernel_receive_times(s.pc, s.counter.kernel_times) for s in subs if s.full)
     deadline = time.monotonic() + args.timeout
     while not all(s.media_flowing() for s in subs):
         if time.monotonic() > deadline:
             idle = [s.index for s in subs if not s.media_flowing()]
             raise TimeoutError(f"no audio+video after {args.timeout}s at subscribers {idle}")
         await asyncio.sleep(0.05)
-    emit({"ready": True, "pid": os.getpid(), "connect_s": round(time.monotonic() - t0, 2)})
+    emit({"ready": True, "pid": os.getpid(), "connect_s": round(time.monotonic() - t0, 2),
+          "kernel_timestamp_sockets": kernel_ts})
 
     def snap() -> dict[str, Any]:
         return {"t": time.time(), "cpu_s": time.process_time(),

@@ -167,8 +167,8 @@ class BridgeSession:
             asyncio.create_task(self._read_loop(), name="hoinghi-read"),
             asyncio.create_task(self._offer_loop(), name="hoinghi-offers"),
         ]
-        join = {"type": "join", "protocol": PROTOCOL, "token": self.token}
-        join |= {"auto_subscribe": self.auto_subscribe}
+        join: Message = {"type": "join", "protocol": PROTOCOL, "token": self.token,
+                         "auto_subscribe": self.auto_subscribe}  # fmt: skip
         if self.room is not None:
             join["room"] = self.room
         try:
@@ -283,14 +283,19 @@ class BridgeSession:
             # Only the chosen codec (and RTX) in the offer, so the server cannot pick another.
             video.setCodecPreferences(chosen + [c for c in caps if c.mimeType == "video/rtx"])
             sources.append((video, video_source))
-        await pc.setLocalDescription(await pc.createOffer())  # returns once gathering is done
-        reply = await self.request({
-            "type": "publish",
-            "sdp": pc.localDescription.sdp,
-            "tracks": [{"mid": t.mid, "source": source} for t, source in sources],
-        })  # fmt: skip
-        answer = RTCSessionDescription(sdp=self._filter(reply["sdp"]), type="answer")
-        await pc.setRemoteDescription(answer)
+        try:
+            await pc.setLocalDescription(await pc.createOffer())  # returns once gathered
+            reply = await self.request({
+                "type": "publish",
+                "sdp": pc.localDescription.sdp,
+                "tracks": [{"mid": t.mid, "source": source} for t, source in sources],
+            })  # fmt: skip
+            answer = RTCSessionDescription(sdp=self._filter(reply["sdp"]), type="answer")
+            await pc.setRemoteDescription(answer)
+        except BaseException:
+            self.publisher = None  # refused (e.g. `forbidden`): a later publish may try again
+            await pc.close()
+            raise
         self.published = list(reply.get("tracks", []))
         return self.published
 
@@ -310,7 +315,11 @@ class BridgeSession:
         return None
 
     async def wait_for(
-        self, predicate: Callable[[Message], bool], timeout: float | None = None, *, past=True
+        self,
+        predicate: Callable[[Message], bool],
+        timeout: float | None = None,
+        *,
+        past: bool = True,
     ) -> Message:
         """The first server message matching predicate (among those already received if past)."""
         for msg in self.messages if past else ():

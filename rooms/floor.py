@@ -95,7 +95,7 @@ RULES: dict[str, tuple[str, str]] = {
 LEAVE_REASONS = frozenset({"left", "disconnected", "replaced"})
 ROLL_FILTERS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "all": lambda r: True, "uninvited": lambda r: not r["invited"],
-    "connected": lambda r: r["connected"], "missing": lambda r: r["invited"] and not r["connected"],
+    "connected": lambda r: r["connected"], "missing": lambda r: not r["connected"],
 }
 
 
@@ -351,7 +351,7 @@ class FloorControl:
             self._emit("hand_lowered", now, actor, p.id, reason=reason)
         if self._spot == p.id:
             self._spot = None
-            self._emit("spotlight", now, actor, None, reason=reason)
+            self._emit("spotlight_changed", now, actor, None, reason=reason)
         del self._participants[p.id]
         self._emit("participant_left", now, actor, p.id, (p.id,), reason=reason)
 
@@ -382,7 +382,7 @@ class FloorControl:
             return ErrorCode.NOT_ALLOWED_IN_STATE
         if t.muted:
             t.muted = False
-            self._emit("unmuted", now, actor, t.id, (t.id,), reason="floor")
+            self._emit("participant_unmuted", now, actor, t.id, (t.id,), reason="floor")
         if t.speak != FLOOR:
             while len(self._floor) >= self.max_speakers:
                 oldest = next(iter(self._floor))
@@ -416,8 +416,8 @@ class FloorControl:
             return ErrorCode.NOT_ALLOWED_IN_STATE
         if t.muted != muted:
             t.muted = muted
-            self._emit("muted" if muted else "unmuted", now, actor, t.id, (t.id,),
-                       reason="moderator")
+            type_ = "participant_muted" if muted else "participant_unmuted"
+            self._emit(type_, now, actor, t.id, (t.id,), reason="moderator")
         return None
 
     _mute = partialmethod(_set_muted, True)
@@ -437,7 +437,7 @@ class FloorControl:
             return ErrorCode.NOT_ALLOWED_IN_STATE
         if self._spot != target:
             self._spot = target
-            self._emit("spotlight", now, actor, target, reason="moderator")
+            self._emit("spotlight_changed", now, actor, target, reason="moderator")
         return None
 
     def _set_locked(self, locked: bool, actor: str, t: None, target: None, args: Args,

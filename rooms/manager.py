@@ -151,9 +151,10 @@ class RoomManager:
         old.send(m.error(replaced.code, replaced.message))
         old.close(CLOSE_REPLACED, replaced.code)
         room_id = old.participant.room_id
-        # The old connections are dead: close them, so the new session starts clean.
-        for track_id in await self._remove_media(live, pid):
-            self.broadcast(room_id, m.track_unpublished(track_id))
+        # Only the old subscriber connection goes: the tracks stay published, and when the
+        # bridge publishes again they are re-bound behind the same ids, so everyone else keeps
+        # their slot and sees one continuous stream (docs/signaling.md, Identifiers).
+        await live.router.reset_subscriber(pid)
         self.broadcast(room_id, m.participant_left(pid, "replaced"))
         logger.info("replaced room=%s participant=%s", room_id, pid)
 

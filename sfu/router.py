@@ -296,6 +296,15 @@ class Router:
     def tracks(self) -> list[TrackInfo]:
         return [p.track for p in self.producers.values()]
 
+    async def reset_subscriber(self, participant_id: str) -> None:
+        """Close only the participant's subscriber connection (its session was replaced):
+        its tracks stay published, so when it publishes again on a new connection they are
+        re-bound behind the same ids and everyone else sees one continuous stream."""
+        sub = self.subscribers.pop(participant_id, None)
+        if sub is not None:
+            self._detach(sub)
+            await _close_quietly(sub.pc)
+
     async def remove_participant(self, participant_id: str) -> list[str]:
         gone = [t for t, p in self.producers.items() if p.track.participant_id == participant_id]
         for track_id in gone:

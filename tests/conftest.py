@@ -1,5 +1,4 @@
-"""Shared fixtures: a real `hoinghi serve` subprocess, websocket clients that talk JSON, and
-test doubles (Router, Peer, websocket) for unit tests of the room manager and the shell.
+"""Shared fixtures: a real `hoinghi serve` subprocess, and websocket clients that talk JSON.
 
 The server binds 127.0.0.1 on port 0 and prints `hoinghi listening on http://HOST:PORT`; the
 fixture reads that line. Everything waits on messages with timeouts, never on sleeps.
@@ -20,15 +19,12 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from rooms.model import Participant
-from sfu.config import SfuConfig
-from sfu.router import TrackInfo
 from signaling.auth import issue_token
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,6 +222,13 @@ async def _deadline(timeout: float) -> AsyncIterator[None]:
         yield
 
 
+class Listening(Protocol):
+    """A running server a client can reach: the subprocess above, or one in the test's loop."""
+
+    @property
+    def ws_url(self) -> str: ...
+
+
 Connect = Callable[..., Awaitable[WsClient]]
 
 
@@ -234,7 +237,7 @@ async def connect_ws() -> AsyncIterator[Connect]:
     """`await connect_ws(server)` → an open WsClient; all are closed at the end of the test."""
     opened: list[ClientConnection] = []
 
-    async def _open(server: ServerProcess, **kw: Any) -> WsClient:
+    async def _open(server: Listening, **kw: Any) -> WsClient:
         ws = await connect(server.ws_url, open_timeout=TIMEOUT_S, **kw)
         opened.append(ws)
         return WsClient(ws)
@@ -245,97 +248,33 @@ async def connect_ws() -> AsyncIterator[Connect]:
             await ws.close()
 
 
-# --- test doubles for the room and the socket (unit tests of rooms.manager / signaling.app) ----
+# --- real media offers ----------------------------------------------------------------------------
+
+PublisherOffer = Callable[[], Awaitable[str]]
 
 
-class FakeRouter:
-    """Enough of sfu.router.Router for the manager: one camera track per publish."""
+@pytest.fixture
+async def publisher_offer() -> AsyncIterator[PublisherOffer]:
+    """`await publisher_offer()` → the SDP of a real aiortc offer, as a client's publisher pc
+    makes it: microphone (mid 0) and camera (mid 1), both sendonly, ICE host 127.0.0.1. The
+    connections need not complete ICE; all are closed at the end of the test."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
 
-    def __init__(self, room_id: str, config: SfuConfig, send_offer: Any) -> None:
-        self.room_id, self.send_offer = room_id, send_offer
-        self.calls: list[tuple[Any, ...]] = []
-        self._tracks: list[TrackInfo] = []
-        self.closed = False
+    from clients.media import PatternVideoTrack, ToneAudioTrack
+    from sfu.adapters.aiortc_tap import set_ice_hosts
 
-    def tracks(self) -> list[TrackInfo]:
-        return list(self._tracks)
+    set_ice_hosts(["127.0.0.1"])
+    pcs: list[RTCPeerConnection] = []
 
-    async def publish(self, pid: str, sdp: str, sources: dict[str, str]) -> Any:
-        new = [TrackInfo(f"{pid}/camera", pid, "video", "camera", "VP8")]
-        self._tracks += new
-        return "answer", new
+    async def offer() -> str:
+        # iceServers explicit: aiortc would otherwise add a public STUN server
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pcs.append(pc)
+        pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+        pc.addTransceiver(PatternVideoTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
 
-    async def subscribe(self, pid: str, ids: list[str]) -> None:
-        self.calls.append(("subscribe", pid, tuple(ids)))
-        await self.send_offer(pid, "offer-sdp", {"0": ids[0]})
-
-    async def remove_participant(self, pid: str) -> list[str]:
-        self.calls.append(("remove", pid))
-        gone = [t.id for t in self._tracks if t.participant_id == pid]
-        self._tracks = [t for t in self._tracks if t.participant_id != pid]
-        return gone
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class FakePeer:
-    """A rooms.manager.Peer that records what it is sent."""
-
-    def __init__(
-        self,
-        pid: str,
-        room: str = "r",
-        grants: frozenset[str] = frozenset({"publish", "subscribe"}),
-        auto: bool = True,
-    ) -> None:
-        self.participant = Participant(pid, room, "commune", pid, grants=grants)
-        self.auto_subscribe = auto
-        self.inbox: list[dict[str, Any]] = []
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.closed_with: int | None = None
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.inbox.append(message)
-        self.events.put_nowait(message)
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed_with = code
-
-    def types(self) -> list[str]:
-        return [msg["type"] for msg in self.inbox]
-
-
-class FakeSocket:
-    """What Connection uses of starlette's WebSocket. `stuck` models a client that reads
-    nothing: sends (and the close frame) never complete."""
-
-    def __init__(self, stuck: bool = False) -> None:
-        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.stuck = stuck
-        self.close_code: int | None = None
-
-    def feed(self, **msg: Any) -> None:
-        self.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(msg)})
-
-    async def receive(self) -> dict[str, Any]:
-        return await self.incoming.get()
-
-    async def send_text(self, text: str) -> None:
-        if self.stuck:
-            await asyncio.Event().wait()
-        self.sent.put_nowait(json.loads(text))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        if self.stuck:
-            await asyncio.Event().wait()
-        self.close_code = code
-        self.incoming.put_nowait({"type": "websocket.disconnect", "code": code})
-
-
-async def next_of(queue: asyncio.Queue[dict[str, Any]], kind: str) -> dict[str, Any]:
-    async with asyncio.timeout(3):
-        while (msg := await queue.get())["type"] != kind:
-            pass
-    return msg
+    yield offer
+    for pc in pcs:
+        await pc.close()

@@ -154,8 +154,7 @@ class SpeakerDetector:
             return []
         not_dominant = rows != (-1 if self._dominant is None else self._dominant)
         order = np.lexsort((self._joined[rows], -self._last_speech[rows], not_dominant))
-        ids = self._ids
-        return [ids[r] for r in rows[order]]  # type: ignore[misc]
+        return [pid for r in rows[order] if (pid := self._ids[r]) is not None]
 
     def tick(self, now: float) -> str | None:
         """Update scores and decide. Returns the new dominant speaker when it changed."""

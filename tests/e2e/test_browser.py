@@ -25,6 +25,8 @@ BRIDGE_B = "tinh-quang-ninh"
 WAIT_MS = 25_000
 MIC_MUTED = """([id, muted]) => window.hoinghi.roster()
     .some(e => e.id === id && e.connected && e.audio.muted === muted)"""
+VISIBLE_ROWS = """() => [...document.querySelectorAll('#roster .row')]
+    .filter(r => !r.hidden && !r.closest('details').hidden).length"""
 RECONNECTED = "n => window.hoinghi.reconnects >= n && window.hoinghi.state === 'connected'"
 
 
@@ -156,6 +158,7 @@ async def test_chair_and_two_bridges(server: Any, pages: Any) -> None:
     # Mute: visible on the bridge itself and in the chair's roster.
     await a.click("#mic")
     await wait_for(a, "() => window.hoinghi.muted().microphone === true")
+    await a.locator("#mute-indicator[data-muted='true']").wait_for()
     assert "TẮT" in await a.text_content("#mute-indicator")
     await wait_for(
         chair, "id => window.hoinghi.roster().find(e => e.id === id).audio.muted", BRIDGE_A
@@ -222,6 +225,12 @@ async def test_bridge_reconnects(server: Any, pages: Any) -> None:
     assert "4008" in await a.evaluate("() => window.hoinghi.lastError")
     await wait_frames_grow(a, f"{CHAIR}/camera")
     await wait_frames_grow(chair, f"{BRIDGE_A}/camera")
+
+    # 4. The chair's own connection drops: every bridge gets the chair back.
+    await chair.evaluate("() => window.hoinghi.debug.closeSocket()")
+    await wait_for(chair, RECONNECTED, 1)
+    await wait_frames_grow(a, f"{CHAIR}/camera")
+    await wait_for(a, "id => window.hoinghi.layout().chair === id", CHAIR)
     await screenshot(a, test, "bridge-after-reconnect")
     await screenshot(chair, test, "chair")
 
@@ -313,6 +322,7 @@ async def test_roster_at_national_scale(server: Any, pages: Any) -> None:
             const name = i === 100 ? "Xã Ea Súp" : (i < 34 ? `Tỉnh ${province}` : `Xã số ${i}`);
             inject({type: "participant_joined", participant: {id, name, province,
                     role: i < 34 ? "province" : "commune"}});
+            if (i % 50 === 0) continue;  // joined, nothing published yet: a problem to show
             inject({type: "track_published", track: {id: `${id}/microphone`, participant_id: id,
                     kind: "audio", source: "microphone", codec: "opus", muted: i % 3 === 0}});
         }
@@ -328,15 +338,17 @@ async def test_roster_at_national_scale(server: Any, pages: Any) -> None:
     assert "3355/3355" in await chair.text_content("#roster-count")
     group = chair.locator('#roster details[data-province="P07"]')
     assert await group.get_attribute("data-total") == str(len(range(7, 3355, 34)))
+    assert not await group.evaluate("el => el.open")  # at this size provinces start collapsed
 
     await chair.fill("#roster-search", "ea sup")  # no diacritics, finds "Xã Ea Súp"
-    await wait_for(
-        chair,
-        """() => [...document.querySelectorAll('#roster .row')]
-        .filter(r => !r.hidden && !r.closest('details').hidden).length === 1""",
-    )
+    await wait_for(chair, VISIBLE_ROWS + " === 1")
     await screenshot(chair, "scale", "chair-search")
     await chair.fill("#roster-search", "")
+
+    await chair.check("#roster-problems")  # the 68 bridges that joined without media
+    await wait_for(chair, VISIBLE_ROWS + " === 68")
+    await screenshot(chair, "scale", "chair-problems")
+    await chair.uncheck("#roster-problems")
 
     await chair.evaluate("""() => { for (let i = 34; i < 134; i++)
         window.hoinghi.debug.inject({type: "participant_left", participant_id: `xa-${i}`,

@@ -113,3 +113,46 @@ async def test_token_decoding_and_search_folding(page: Any) -> None:
     assert got["view"] == "bridge.html" and got["chair"] == "chair.html"
     assert all(got["errors"]), got["errors"]
     assert got["folded"] == "xa dak mil, tinh dong thap"
+
+
+async def test_browser_pattern_reads_as_clients_media_pattern(page: Any) -> None:
+    """testmedia.js paints clients/media.py's pattern (the Python probe checks browsers with
+    it): read frames of the JS track with the Python reader, so the two cannot drift apart."""
+    import base64
+
+    import av
+    import numpy as np
+
+    from clients.media import bar_matches, read_frame_number
+
+    grabs = await page.evaluate("""async () => {
+        const { patternVideoTrack } = await import("/js/testmedia.js");
+        const track = patternVideoTrack();
+        const video = Object.assign(document.createElement("video"),
+                                    {muted: true, srcObject: new MediaStream([track])});
+        await video.play();
+        const out = [];
+        const canvas = new OffscreenCanvas(640, 480);
+        const ctx = canvas.getContext("2d", {willReadFrequently: true});
+        while (out.length < 3) {  // one grab per new video frame
+            await new Promise(r => video.requestVideoFrameCallback(r));
+            ctx.drawImage(video, 0, 0);
+            const rgba = ctx.getImageData(0, 0, 640, 480).data;
+            let gray = "";  // the pattern is gray: one channel is the picture
+            for (let k = 0; k < rgba.length; k += 4) gray += String.fromCharCode(rgba[k]);
+            out.push({w: 640, h: 480, gray: btoa(gray)});
+        }
+        track.stop();
+        return out;
+    }""")
+    numbers = []
+    for g in grabs:
+        plane = np.frombuffer(base64.b64decode(g["gray"]), np.uint8).reshape(g["h"], g["w"])
+        rgb = np.repeat(plane[:, :, None], 3, axis=2)
+        # The same RGB -> video-range YUV conversion an encoder's input path does.
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        n = read_frame_number(frame)
+        assert n is not None, "the browser pattern does not read as clients.media's"
+        assert bar_matches(frame, n)
+        numbers.append(n)
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), numbers

@@ -137,14 +137,15 @@ def test_mute_overrides_floor_and_giving_the_floor_lifts_it() -> None:
     f = room(*ALL)
     act(f, "hq", "give_floor", target="hn")
     r = act(f, "ops", "mute", target="hn")
-    assert types(r) == ["muted"] and r.affected == {"hn"}
+    assert types(r) == ["participant_muted"] and r.affected == {"hn"}
     assert f.floor_holders() == ("hn",) and not f.audio_allowed("hn")
     assert act(f, "ops", "mute", target="hn").events == ()
-    assert types(act(f, "hq", "give_floor", target="hn")) == ["unmuted"]  # same holder: unmute
+    # Giving the floor again to its holder just lifts the mute.
+    assert types(act(f, "hq", "give_floor", target="hn")) == ["participant_unmuted"]
     assert f.audio_allowed("hn")
     act(f, "hq", "mute", target="hp")
     assert types(act(f, "hq", "give_floor", target="hp")) == [
-        "unmuted", "floor_taken", "floor_given"]
+        "participant_unmuted", "floor_taken", "floor_given"]
     assert f.audio_allowed("hp")
     assert act(f, "hq", "unmute", target="hp").events == ()
 
@@ -158,7 +159,7 @@ def test_mute_permissions_and_targets() -> None:
     assert act(f, "ops", "mute", target="ghost").code is ErrorCode.UNKNOWN_PARTICIPANT
     act(f, "hq", "mute", target="xa1")
     r = act(f, "hq", "unmute", target="xa1")
-    assert types(r) == ["unmuted"] and r.events[0].details == {"reason": "moderator"}
+    assert types(r) == ["participant_unmuted"] and r.events[0].details == {"reason": "moderator"}
 
 
 def test_mute_all_is_one_event_and_spares_the_chair() -> None:
@@ -177,7 +178,7 @@ def test_mute_all_is_one_event_and_spares_the_chair() -> None:
 def test_spotlight() -> None:
     f = room(*ALL)
     r = act(f, "hq", "spotlight", target="dn")
-    assert types(r) == ["spotlight"] and f.spotlight == "dn" and r.events[0].target == "dn"
+    assert types(r) == ["spotlight_changed"] and f.spotlight == "dn" and r.events[0].target == "dn"
     assert act(f, "hq", "spotlight", target="dn").events == ()
     assert act(f, "hq", "spotlight", target="obs").code is ErrorCode.NOT_ALLOWED_IN_STATE
     assert act(f, "hq", "spotlight", target="ghost").code is ErrorCode.UNKNOWN_PARTICIPANT
@@ -207,7 +208,7 @@ def test_leave_drops_hand_floor_and_spotlight_before_the_left_event() -> None:
     act(f, "hq", "spotlight", target="hn")
     act(f, "hp", "raise_hand")
     r = act(f, "hn", "leave", 9.0, reason="disconnected")
-    assert types(r) == ["floor_taken", "spotlight", "participant_left"]
+    assert types(r) == ["floor_taken", "spotlight_changed", "participant_left"]
     assert all(e.details["reason"] == "disconnected" for e in r.events)
     assert f.floor_holders() == () and f.spotlight is None and f.state_of("hn") is None
     r = act(f, "hp", "leave")
@@ -328,7 +329,7 @@ def test_snapshot_for_a_late_joiner() -> None:
     assert s["muted"] == ["dn"]  # a bridge sees only its own mute...
     assert s["you"] == {"id": "dn", "state": "idle", "hand_position": None, "floor": False,
                         "muted": True, "audio_allowed": False}
-    assert sorted(f.snapshot("ops")["muted"]) == ["dn", "xa2"]  # ...a moderator all of them
+    assert sorted(f.snapshot("ops")["muted"]) == ["dn", "xa2"]  # ...a moderator all
     assert f.snapshot()["locked"] is False and "you" not in f.snapshot()
 
 

@@ -1,24 +1,22 @@
-"""SessionCore fed frames directly (no sockets, manual clocks); RoomManager with a fake Router;
-the asyncio shell over a fake websocket."""
+"""SessionCore fed frames directly (no sockets, manual clocks).
+
+The RoomManager with its real Router is tested in tests/integration/test_manager.py, and the
+asyncio shell (signaling.app.Connection) over real websockets in tests/integration/test_shell.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
 
-from rooms.manager import JoinSnapshot, RoomManager
-from rooms.memory import MemoryRoomStore
-from sfu.config import SfuConfig
 from sfu.router import SdpError, SfuError, UnknownTrackError
 from signaling import messages as m
 from signaling.auth import issue_token
 from signaling.config import SignalingConfig
-from signaling.errors import Forbidden, RoomFull, RoomLocked
+from signaling.errors import Forbidden, RoomFull
 from signaling.session import Close, JoinRequest, Request, Send, SessionCore, State
-from tests.conftest import FakePeer, FakeRouter, FakeSocket, next_of
 
 SECRET = "session-test-secret-" + "0" * 32
 WALL = 1_800_000_000.0
@@ -294,142 +292,3 @@ def test_fail_maps_sfu_codes_and_hides_everything_else() -> None:
     assert reply.message["code"] == "internal" and "stub" not in reply.message["message"]
     assert errors(core.fail(Forbidden(re=3), 11)) == [("forbidden", 3)]
     assert core.state is State.JOINED
-
-
-# --- RoomManager with a fake Router and fake peers -------------------------------------------
-
-
-def manager(**kw: Any) -> tuple[RoomManager, list[FakeRouter]]:
-    routers: list[FakeRouter] = []
-
-    def factory(room_id: str, config: SfuConfig, send_offer: Any) -> FakeRouter:
-        routers.append(FakeRouter(room_id, config, send_offer))
-        return routers[-1]
-
-    return RoomManager(MemoryRoomStore(), SfuConfig(), router_factory=factory, **kw), routers  # type: ignore[arg-type]
-
-
-async def admit(mgr: RoomManager, peer: FakePeer) -> JoinSnapshot:
-    return await mgr.join(peer, lambda snap: peer.send({"type": "joined"}))
-
-
-async def test_router_per_room_closed_when_empty_and_events_in_order() -> None:
-    mgr, routers = manager()
-    a, b = FakePeer("a"), FakePeer("b")
-    await admit(mgr, a)
-    snap = await admit(mgr, b)
-    assert len(routers) == 1 and [p.id for p in snap.participants] == ["a"]
-    assert a.types() == ["joined", "participant_joined"] and b.types() == ["joined"]
-    _, tracks = await mgr.publish(a, "v=0", {})
-    await mgr.announce_published(a, tracks)
-    # everyone hears of it; the auto-subscriber (not the publisher) is subscribed, gets an offer
-    assert a.types()[-1] == "track_published" and b.types()[-2:] == ["track_published", "offer"]
-    assert routers[0].calls == [("subscribe", "b", ("a/camera",))]
-    await mgr.leave(a, "left")
-    assert b.inbox[-2:] == [m.track_unpublished("a/camera"), m.participant_left("a", "left")]
-    await mgr.leave(b, "disconnected")
-    assert routers[0].closed and mgr.room_ids() == [] and await mgr.store.list_rooms() == []
-
-
-async def test_joiner_auto_subscribes_to_existing_tracks_unless_it_opted_out() -> None:
-    mgr, routers = manager()
-    a = FakePeer("a")
-    await admit(mgr, a)
-    await mgr.publish(a, "v=0", {})
-    late, manual = FakePeer("late"), FakePeer("manual", auto=False)
-    snap = await admit(mgr, late)
-    assert [t.id for t in snap.tracks] == ["a/camera"]
-    await mgr.auto_subscribe_joined(late)
-    await admit(mgr, manual)
-    await mgr.auto_subscribe_joined(manual)
-    assert routers[0].calls == [("subscribe", "late", ("a/camera",))]
-
-
-async def test_same_identity_replaces_and_old_leave_is_a_noop() -> None:
-    mgr, routers = manager()
-    watcher, old, new = FakePeer("w"), FakePeer("x"), FakePeer("x")
-    await admit(mgr, watcher)
-    await admit(mgr, old)
-    await admit(mgr, new)
-    assert old.inbox[-1]["code"] == "replaced" and old.closed_with == 4009
-    assert watcher.types()[-3:] == ["participant_joined", "participant_left", "participant_joined"]
-    assert watcher.inbox[-2]["reason"] == "replaced"
-    await mgr.leave(old, "disconnected")  # the old socket going away later changes nothing
-    assert mgr.participant_count() == 2 and not routers[0].closed
-
-
-async def test_room_full_and_locked() -> None:
-    mgr, _ = manager(max_participants=1)
-    await admit(mgr, FakePeer("a"))
-    with pytest.raises(RoomFull):
-        await admit(mgr, FakePeer("b"))
-    await admit(mgr, FakePeer("a"))  # a replacement is not one more
-    await mgr.set_room_attributes("r", {"locked": True, "max_participants": 10})
-    with pytest.raises(RoomLocked):
-        await admit(mgr, FakePeer("c"))
-    await admit(mgr, FakePeer("op", grants=frozenset({"subscribe", "moderate"})))
-
-
-async def test_offer_for_an_absent_participant_is_dropped() -> None:
-    mgr, routers = manager()
-    a = FakePeer("a")
-    await admit(mgr, a)
-    await routers[0].send_offer("ghost", "sdp", {})
-    await routers[0].send_offer("a", "sdp", {"0": "b/camera"})
-    assert a.inbox[-1] == m.subscriber_offer("sdp", {"0": "b/camera"})
-
-
-# --- the asyncio shell (signaling.app.Connection) over a fake websocket -----------------------
-
-
-def hub(**over: Any) -> Any:
-    from signaling.app import Hub, Metrics
-
-    config = SignalingConfig(secret=SECRET, web_root=None, close_grace_s=0.1, **over)
-    mgr = RoomManager(MemoryRoomStore(), SfuConfig(), router_factory=FakeRouter)  # type: ignore[arg-type]
-    return Hub(config=config, manager=mgr, metrics=Metrics())
-
-
-async def test_shell_join_publish_ping_leave() -> None:
-    from signaling.app import Connection
-
-    h = hub()
-    sock = FakeSocket()
-    run = asyncio.create_task(Connection(sock, h).run())  # type: ignore[arg-type]
-    sock.feed(type="join", id=1, protocol=1, token=issue_token(SECRET, "r", "a", "chair"))
-    assert (await next_of(sock.sent, "joined"))["participant"]["id"] == "a"
-    sock.feed(type="publish", id=2, sdp="v=0")
-    answer = await next_of(sock.sent, "answer")
-    assert answer["re"] == 2 and [t["id"] for t in answer["tracks"]] == ["a/camera"]
-    assert (await next_of(sock.sent, "track_published"))["track"]["id"] == "a/camera"
-    sock.feed(type="unsubscribe", id=3, tracks=[])  # FakeRouter has no unsubscribe: a bug
-    error = await next_of(sock.sent, "error")
-    assert (error["code"], error["re"], error["message"]) == (
-        "internal",
-        3,
-        "internal server error",
-    )
-    sock.feed(type="leave")
-    await next_of(sock.sent, "left")
-    async with asyncio.timeout(3):
-        await run
-    assert sock.close_code == 1000 and h.manager.participant_count() == 0 and h.sessions == 0
-
-
-async def test_a_client_that_reads_nothing_is_dropped_without_holding_up_others() -> None:
-    from signaling.app import Connection
-
-    h = hub(send_queue_max=8)
-    other = FakePeer("other")
-    await admit(h.manager, other)
-    sock = FakeSocket(stuck=True)
-    run = asyncio.create_task(Connection(sock, h).run())  # type: ignore[arg-type]
-    sock.feed(type="join", id=1, protocol=1, token=issue_token(SECRET, "r", "slow", "commune"))
-    assert (await next_of(other.events, "participant_joined"))["participant"]["id"] == "slow"
-    for i in range(20):  # events pile up in the stuck client's queue: broadcasting never waits
-        h.manager.broadcast("r", {"type": "track_muted", "track_id": f"x/{i}", "muted": True})
-    left = await next_of(other.events, "participant_left")
-    assert left == m.participant_left("slow", "disconnected")
-    async with asyncio.timeout(3):
-        await run  # the stuck socket is abandoned after the grace periods
-    assert h.manager.participant_count() == 1 and h.sessions == 0

@@ -178,10 +178,10 @@ function bindMuteButtons(app, canPublish) {
   };
   for (const [source, btn] of Object.entries(buttons)) {
     btn?.addEventListener("click", async () => {
-      try { await app.conference.setMuted(source, !app.conference.isMuted(source)); } catch (err) {
-        console.warn("mute", err);
-      }
+      // The track is (un)muted at once; the UI must not wait for the server's `ok`.
+      const done = app.conference.setMuted(source, !app.conference.isMuted(source));
       refresh();
+      try { await done; } catch (err) { console.warn("mute not announced", err); }
     });
   }
   app.refreshMute = refresh;

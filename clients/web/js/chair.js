@@ -127,7 +127,7 @@ function start(app) {
   function renderRoster() {
     roster.sync(conf, conf.self?.id);
     const { total, online } = view.render(roster.list());
-    $("#roster-count").textContent = `${online}/${total} điểm cầu đang kết nối`;
+    $("#roster-count").textContent = `${online}/${total} điểm cầu trực tuyến`;
   }
 
   function render() {
@@ -172,6 +172,7 @@ function start(app) {
   conf.addEventListener("floor", (ev) => onFloor(ev.detail.holder));
 
   $("#roster-search").addEventListener("input", (ev) => view.setQuery(ev.target.value));
+  $("#roster-problems").addEventListener("change", (ev) => view.setProblemsOnly(ev.target.checked));
 
   function renderControls() {
     const box = $("#control-buttons");

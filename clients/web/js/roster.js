@@ -98,10 +98,19 @@ function status(e) {
   return e.tracks.microphone || e.tracks.camera ? "online" : "joining";
 }
 
-const STATUS_LABEL = { online: "Đang kết nối", joining: "Đang vào", offline: "Chưa kết nối" };
+const STATUS_LABEL = { online: "Trực tuyến", joining: "Đang vào", offline: "Chưa kết nối" };
+// Above this many bridges, province groups start collapsed: 34 open groups of ~100 rows are
+// a wall to scroll; the chair opens a province, searches, or filters to problems.
+const COLLAPSE_ABOVE = 150;
+const COLLATOR = new Intl.Collator("vi", { numeric: true }); // "Xã số 9" before "Xã số 10"
 
 export function compareEntries(a, b) {
-  return (ROLE_ORDER[a.role] ?? 2) - (ROLE_ORDER[b.role] ?? 2) || a.name.localeCompare(b.name, "vi");
+  return (ROLE_ORDER[a.role] ?? 2) - (ROLE_ORDER[b.role] ?? 2) || COLLATOR.compare(a.name, b.name);
+}
+
+// What the chair must look at: not there, not sending yet, or a bad link.
+export function hasProblem(e) {
+  return e.status !== "online" || e.quality?.grade === "poor";
 }
 
 export class RosterView {
@@ -111,7 +120,9 @@ export class RosterView {
     this.groups = new Map(); // province -> {el, list, summary}
     this.rows = new Map(); // id -> {el, sig}
     this.query = "";
+    this.problemsOnly = false;
     this.selected = null;
+    this.openByDefault = true;
     container.addEventListener("click", (ev) => {
       const row = ev.target.closest("[data-participant-id]");
       if (row && this.onSelect) this.onSelect(row.dataset.participantId);
@@ -120,6 +131,11 @@ export class RosterView {
 
   setQuery(text) {
     this.query = fold(text.trim());
+    this._applyFilter();
+  }
+
+  setProblemsOnly(on) {
+    this.problemsOnly = on;
     this._applyFilter();
   }
 
@@ -137,7 +153,8 @@ export class RosterView {
       byProvince.get(key).push(e);
     }
     const keys = [...byProvince.keys()].sort((a, b) =>
-      (a === NO_PROVINCE) - (b === NO_PROVINCE) || a.localeCompare(b, "vi"));
+      (a === NO_PROVINCE) - (b === NO_PROVINCE) || COLLATOR.compare(a, b));
+    this.openByDefault = entries.length <= COLLAPSE_ABOVE;
 
     const live = new Set(entries.map((e) => e.id));
     for (const [id, row] of this.rows) {
@@ -158,7 +175,9 @@ export class RosterView {
         if (group.list.children[i] !== row.el) group.list.insertBefore(row.el, group.list.children[i] || null);
       });
       const online = members.filter((e) => e.connected).length;
-      group.count.textContent = `${online}/${members.length}`;
+      const problems = members.filter(hasProblem).length;
+      group.count.textContent = `${online}/${members.length}${problems ? ` · ${problems} sự cố` : ""}`;
+      group.el.dataset.problems = String(problems);
       group.el.dataset.online = String(online);
       group.el.dataset.total = String(members.length);
     });
@@ -172,7 +191,7 @@ export class RosterView {
     if (g) return g;
     const el = document.createElement("details");
     el.className = "group";
-    el.open = true;
+    el.open = this.openByDefault;
     el.dataset.province = key;
     const summary = document.createElement("summary");
     const name = document.createElement("span");
@@ -206,6 +225,7 @@ export class RosterView {
       row.sig = sig;
       const el = row.el;
       el.dataset.status = e.status;
+      el.dataset.problem = String(hasProblem(e));
       el.dataset.connected = String(e.connected);
       el.dataset.search = fold(`${e.name} ${e.id} ${e.province ?? ""} ${ROLE_LABEL[e.role] ?? ""}`);
       const av = (t, on, off) => !t.published ? `<span class="av none">${off}</span>`
@@ -228,12 +248,13 @@ export class RosterView {
       let any = false;
       const groupMatch = !q || fold(g.key).includes(q);
       for (const li of g.list.children) {
-        const match = groupMatch || li.dataset.search.includes(q);
+        const match = (groupMatch || li.dataset.search.includes(q))
+          && (!this.problemsOnly || li.dataset.problem === "true");
         li.hidden = !match;
         any ||= match;
       }
       g.el.hidden = !any;
-      if (q && any) g.el.open = true;
+      if ((q || this.problemsOnly) && any) g.el.open = true;
     }
   }
 }

@@ -295,9 +295,13 @@ export class Conference extends EventTarget {
         this.participants.set(msg.participant.id, msg.participant);
         break;
       case "participant_left":
+        // `replaced`: the same identity rejoined. Its participant_joined follows and its
+        // tracks stay published under the same ids (no track_published), so keep it all: no
+        // roster flicker, no unsubscribe/resubscribe of a reconnecting chair's media.
+        if (msg.reason === "replaced") break;
         this.participants.delete(msg.participant_id);
-        // The server also announces the tracks going away, but a late or missing
-        // track_unpublished must not leave ghost tracks for a participant who is gone.
+        // The server announces the tracks going away first; a missing track_unpublished
+        // must still not leave ghosts.
         for (const id of [...this.tracks.keys()]) {
           if (trackParticipant(id) === msg.participant_id) this.tracks.delete(id);
         }

@@ -2,9 +2,14 @@
 // PatternVideoTrack (frame number + CRC-8 painted as luma blocks, a bar that moves 4 px per
 // frame over noise), so `hoinghi bridge --expect-frames N --from <this page>` can check that
 // the browser's frames arrive right and in order, and a 440 Hz tone like ToneAudioTrack.
-// Keep the geometry in step with clients/media.py (_Layout, paint_frame_number, make_frame).
+// Keep the geometry in step with clients/media.py (_Layout, paint_frame_number, make_frame):
+// tests/e2e/test_client_units.py reads this pattern with the Python reader and fails on drift.
 
-const BLOCKS_PER_ROW = 13;
+// 3 rows of 1 marker + 8 bits = 24 bits (16-bit number + CRC-8), in blocks of whole 16x16
+// macroblocks on the macroblock grid.
+const ROWS = 3;
+const COLS = 9;
+const MB = 16;
 const BAR_WIDTH = 16;
 const BAR_STEP = 4;
 const BLACK = 16;
@@ -30,12 +35,12 @@ function codeWord(n) {
 const rgb = (luma) => Math.max(0, Math.min(255, Math.round(((luma - 16) * 255) / 219)));
 
 function layout(width, height) {
-  const bw = Math.floor(width / BLOCKS_PER_ROW);
-  const bh = Math.max(16, Math.floor(height / 10));
-  const y0 = Math.floor(bh / 3);
-  const codeBottom = y0 + 2 * bh;
-  return { bw, bh, x0: Math.floor((width - BLOCKS_PER_ROW * bw) / 2), y0, codeBottom,
-    barTop: codeBottom + Math.floor(bh / 2) };
+  const bw = MB * Math.max(1, Math.floor(width / (MB * 10)));
+  const bh = bw;
+  const x0 = Math.floor(Math.floor((width - COLS * bw) / 2) / MB) * MB;
+  const y0 = Math.max(MB, Math.floor(Math.floor(bh / 2) / MB) * MB);
+  const codeBottom = y0 + ROWS * bh;
+  return { bw, bh, x0, y0, codeBottom, barTop: codeBottom + MB };
 }
 
 export function patternVideoTrack({ width = 640, height = 480, fps = 30 } = {}) {
@@ -67,9 +72,10 @@ export function patternVideoTrack({ width = 640, height = 480, fps = 30 } = {}) 
     ctx.fillStyle = `rgb(${rgb(GRAY)},${rgb(GRAY)},${rgb(GRAY)})`;
     ctx.fillRect(0, 0, width, lay.barTop);
     const word = codeWord(n);
-    for (let row = 0; row < 2; row++) {
-      for (let col = 0; col < BLOCKS_PER_ROW; col++) {
-        const bit = col === 0 ? row === 0 : (word >> (row * 12 + col - 1)) & 1;
+    for (let row = 0; row < ROWS; row++) {
+      for (let col = 0; col < COLS; col++) {
+        // Markers white, black, white; then the word's bits, low first.
+        const bit = col === 0 ? row % 2 === 0 : (word >> (row * (COLS - 1) + col - 1)) & 1;
         const v = rgb(bit ? WHITE : BLACK);
         ctx.fillStyle = `rgb(${v},${v},${v})`;
         ctx.fillRect(lay.x0 + col * lay.bw, lay.y0 + row * lay.bh, lay.bw, lay.bh);
