@@ -30,6 +30,8 @@ class Consumer:
         "octet_base",
         "packet_base",
         "path",
+        "paused",
+        "paused_at",
         "producer",
         "pt",
         "ready",
@@ -55,6 +57,10 @@ class Consumer:
         self.ts_off = self.munger.ts_off
         self.first_out_seq = 0
         self.ready = False
+        # Paused: not forwarded (Last-N, nobody wants it now). paused_at keeps the last input
+        # seq/ts/time that was sent, so resuming continues the output stream seamlessly.
+        self.paused = False
+        self.paused_at: tuple[int | None, int | None, float | None] = (None, None, None)
         self.ssrc = self.pt = self.rtx_ssrc = self.rtx_pt = 0
         self.rtx_seq = rng.randrange(0x10000)
         self.mid = b""

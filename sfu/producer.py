@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sfu.adapters.aiortc_tap import BUF, BUF_VIEW, LENP, MAX_RTP, SrtpPath, srtp_protect
@@ -66,7 +67,9 @@ class Producer:
         self.consumers: list[Consumer] = []
         # Consumers grouped by extension layout, so the extension block is built once per group.
         self.groups: list[tuple[tuple[int, bytes, int, int], list[Consumer]]] = []
-        self.enabled = True  # False: nothing is forwarded (server-side mute, nobody watching)
+        self.enabled = True  # False: nothing is forwarded (server-side mute)
+        self.resuming: list[Consumer] = []  # back from a pause: join at the next clean point
+        self.on_level: Callable[[str, int, float], None] | None = None  # active speaker feed
         self.ring = RetransmitRing(config.retransmit_cache)
         self.nack = NackGenerator() if self.video else None
         self.keyframes = KeyframeThrottle(config.keyframe_interval_s)
@@ -104,6 +107,9 @@ class Producer:
         c.sync_to_source(None, None, None, self.last_seq or 0, self.last_ts or 0, now,
                          self.clock_rate)
         self.consumers.append(c)
+        if c.paused:  # selected out (Last-N) before it was even connected
+            c.paused_at = (self.last_seq, self.last_ts, self.last_time)
+            return
         self._regroup()
         self.request_keyframe(now)  # a new viewer needs a picture now, not at the next GOP
 
@@ -112,10 +118,49 @@ class Producer:
             self.consumers.remove(c)
             self._regroup()
 
+    def pause(self, c: Consumer) -> None:
+        """Stop forwarding to one consumer (Last-N): no work is done for it from now on."""
+        if c.paused:
+            return
+        c.paused = True
+        c.paused_at = (self.last_seq, self.last_ts, self.last_time)
+        if c in self.resuming:
+            self.resuming.remove(c)
+        self._regroup()
+
+    def resume(self, c: Consumer, now: float) -> None:
+        """Forward to it again, from the next keyframe (video) or packet (audio) on."""
+        if not c.paused:
+            return
+        c.paused = False
+        if c.ready and c not in self.resuming:
+            self.resuming.append(c)
+            self.request_keyframe(now)
+
+    def set_enabled(self, enabled: bool, now: float) -> None:
+        """Server-side gate for the whole track (floor control mutes audio here)."""
+        if enabled == self.enabled:
+            return
+        self.enabled = enabled
+        if not enabled:
+            for c in self.consumers:
+                if not c.paused:
+                    c.paused_at = (self.last_seq, self.last_ts, self.last_time)
+        else:
+            self.resuming = [c for c in self.consumers if c.ready and not c.paused]
+            self.request_keyframe(now)
+
+    def _admit_resuming(self, h: RtpHeader, now: float) -> None:
+        for c in self.resuming:
+            c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
+        self.resuming = []
+        self._regroup()
+
     def _regroup(self) -> None:
         groups: dict[tuple[int, bytes, int, int], list[Consumer]] = {}
+        resuming = set(map(id, self.resuming))
         for c in self.consumers:
-            if c.ready:
+            if c.ready and not c.paused and id(c) not in resuming:
                 groups.setdefault(c.ext_key, []).append(c)
         self.groups = list(groups.items())
 
@@ -135,6 +180,15 @@ class Producer:
             self.holding = False
             self.keyframes_seen += 1
             self.keyframes.on_keyframe(now)
+            if self.resuming:
+                self._admit_resuming(h, now)
+        elif self.resuming and not self.video and self.enabled:
+            self._admit_resuming(h, now)
+        if self.on_level is not None:
+            src = self.source
+            off = find_extension(data, h, src.level_id) if src is not None else -1
+            if off >= 0:
+                self.on_level(self.track.participant_id, data[off] & 0x7F, now)
         self.last_seq, self.last_ts, self.last_time = seq, h.ts, now
         self.packets += 1
         self.octets += h.payload_end - h.payload_off
@@ -152,6 +206,8 @@ class Producer:
         # (~3 s) and may then drop the new keyframe. If the old source stopped mid-frame, a
         # receiver may show that one frame damaged; the next (key)frame repairs it.
         for c in self.consumers:
+            if c.paused or c in self.resuming:
+                continue  # they re-sync from their pause point when they come back
             c.sync_to_source(self.last_seq, self.last_ts, self.last_time, h.seq, h.ts, now,
                              self.clock_rate)
 

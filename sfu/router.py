@@ -22,6 +22,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.adapters import aiortc_tap as tap
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
+from sfu.core.speaker import SpeakerDetector
 from sfu.producer import Producer
 from sfu.reports import publisher_feedback, subscriber_reports
 from sfu.transports.webrtc import (
@@ -37,6 +38,7 @@ from sfu.transports.webrtc import (
 log = logging.getLogger(__name__)
 SOURCES = ("camera", "microphone", "screen")
 TICK_S = 0.02
+SPEAKER_TICK_S = 0.2  # dominant-speaker decisions, as Jitsi's 100-300 ms
 _CNAME = re.compile(r"a=ssrc:\d+ cname:(\S+)")
 
 
@@ -93,6 +95,13 @@ class Router:
         self.subscribers: dict[str, SubscriberConnection] = {}
         self.counters = MediaCounters()
         self._locks: dict[str, asyncio.Lock] = {}
+        # Conference control (floor, Last-N) tells the router what to forward; it never
+        # decides itself.
+        self._audio_blocked: set[str] = set()  # participants whose audio is not forwarded
+        self._video_from: dict[str, frozenset[str]] = {}  # subscriber -> publishers it sees
+        self.speaker = SpeakerDetector(time.time())
+        # Called with the new dominant speaker's id (sync; schedule any I/O yourself).
+        self.on_dominant_speaker: Callable[[str], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -165,6 +174,7 @@ class Router:
                 new.append(info)
             elif id(producer) in bound:
                 continue
+            self._apply_gates(producer)
             media_ssrc, rtx_ssrc = signaled_ssrcs(desc, index)
             pub.bind(producer, neg, media_ssrc, rtx_ssrc)
         return new
@@ -200,6 +210,9 @@ class Router:
                 continue
             producer = self.producers[track_id]
             c = Consumer(producer, participant_id, self._rng)
+            allowed = self._video_from.get(participant_id)
+            c.paused = (producer.video and allowed is not None
+                        and producer.track.participant_id not in allowed)
             tr = sub.pc.addTransceiver(producer.kind, direction="sendonly")
             _prefer_codec(tr, producer)
             tap.claim_receiver(tr)
@@ -293,6 +306,49 @@ class Router:
         producer.track = replace(producer.track, muted=muted)
         return producer.track
 
+    def set_audio_allowed(self, participant_id: str, allowed: bool) -> None:
+        """Floor control: forward this participant's audio or not, whatever its client does."""
+        if allowed:
+            self._audio_blocked.discard(participant_id)
+        else:
+            self._audio_blocked.add(participant_id)
+        for p in self.producers.values():
+            if p.track.participant_id == participant_id:
+                self._apply_gates(p)
+
+    def set_video_from(self, subscriber_id: str, publishers: frozenset[str] | None) -> None:
+        """Last-N: the publishers whose video this subscriber receives (None: all). Video it
+        does not receive costs no forwarding work at all."""
+        if publishers is None:
+            self._video_from.pop(subscriber_id, None)
+        else:
+            self._video_from[subscriber_id] = publishers
+        sub = self.subscribers.get(subscriber_id)
+        if sub is None:
+            return
+        now = time.time()
+        for c in sub.consumers.values():
+            p = c.producer
+            if not p.video:
+                continue
+            if publishers is None or p.track.participant_id in publishers:
+                p.resume(c, now)
+            else:
+                p.pause(c)
+
+    def receiving_video(self, subscriber_id: str) -> list[str]:
+        """Track ids of the video this subscriber is being sent now (for tests and stats)."""
+        sub = self.subscribers.get(subscriber_id)
+        if sub is None:
+            return []
+        return [t for t, c in sub.consumers.items() if c.producer.video and not c.paused]
+
+    def _apply_gates(self, producer: Producer) -> None:
+        if producer.kind == "audio":
+            producer.on_level = self.speaker.add_level
+            allowed = producer.track.participant_id not in self._audio_blocked
+            producer.set_enabled(allowed, time.time())
+
     def tracks(self) -> list[TrackInfo]:
         return [p.track for p in self.producers.values()]
 
@@ -324,6 +380,8 @@ class Router:
                 with contextlib.suppress(Exception):
                     await self.unsubscribe(other.participant_id, stale)
         self._locks.pop(participant_id, None)
+        self._video_from.pop(participant_id, None)
+        self.speaker.remove(participant_id)
         return gone
 
     def stats(self) -> dict[str, object]:
@@ -361,13 +419,18 @@ class Router:
             self._task = asyncio.ensure_future(self._run_timers())
 
     async def _run_timers(self) -> None:
-        next_report = 0.0
+        next_report = next_speaker = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             now = time.time()
             try:
                 for producer in self.producers.values():
                     producer.tick(now)
+                if now >= next_speaker:
+                    next_speaker = now + SPEAKER_TICK_S
+                    changed = self.speaker.tick(now)
+                    if changed is not None and self.on_dominant_speaker is not None:
+                        self.on_dominant_speaker(changed)
                 if now >= next_report:
                     next_report = now + 1.0
                     self._send_reports(now)

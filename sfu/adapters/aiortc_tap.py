@@ -125,7 +125,10 @@ class TapRtpSender(RTCRtpSender):
             return
         if not self._tap_sent:  # aiortc calls send() again on every renegotiation
             self._tap_sent = True
-            self._on_send(parameters)
+            try:
+                self._on_send(parameters)
+            except Exception:  # raising here would abort aiortc's connect for other slots
+                log.exception("sending slot could not be set up")
 
     async def stop(self) -> None:
         if self._on_send is None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription
 
 from sfu.adapters import aiortc_tap as tap
@@ -41,7 +42,11 @@ def new_peer_connection(config: SfuConfig) -> RTCPeerConnection:
         for s in config.ice_servers
     ]
     tap.install()
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+    # max-bundle: one ICE/DTLS transport per connection whatever the number of slots (aiortc's
+    # default "balanced" gives each extra m-line of a kind its own transport, never started).
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
 
 
 def ice_ufrag(sdp: str) -> str | None:

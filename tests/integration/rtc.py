@@ -10,7 +10,13 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from clients.media import PatternVideoTrack, ToneAudioTrack, TrackReceiver
 from sfu.adapters import aiortc_tap as tap
@@ -19,7 +25,10 @@ from sfu.router import Router, TrackInfo
 
 
 def new_pc() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    # max-bundle, as real clients do: aiortc's default gives extra m-lines unstarted transports
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
 
 
 @dataclass
@@ -33,12 +42,18 @@ class Harness:
         return self.offers.setdefault(pid, asyncio.Queue())
 
     async def publish(
-        self, pid: str, *, start: int = 0, video_codec: str | None = None, loss: float = 0.0
+        self,
+        pid: str,
+        *,
+        start: int = 0,
+        video_codec: str | None = None,
+        loss: float = 0.0,
+        audio: MediaStreamTrack | None = None,
     ) -> tuple[RTCPeerConnection, list[TrackInfo], PatternVideoTrack]:
         pc = new_pc()
         self.pcs.append(pc)
         video = PatternVideoTrack(start=start)
-        pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+        pc.addTransceiver(audio or ToneAudioTrack(), direction="sendonly")
         vt = pc.addTransceiver(video, direction="sendonly")
         if video_codec:
             from aiortc import RTCRtpSender
