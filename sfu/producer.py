@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sfu.adapters.aiortc_tap import BUF, BUF_VIEW, LENP, MAX_RTP, SrtpPath, srtp_protect
+from sfu.adapters.aiortc_tap import MAX_RTP, SrtpPath
 from sfu.config import SfuConfig
 from sfu.core.keyframes import KeyframeThrottle, is_keyframe
 from sfu.core.nack import NackGenerator
@@ -31,12 +31,12 @@ from sfu.core.rtp import (
     parse_into,
 )
 from sfu.core.stats import ReceiveStats
+from sfu.fastpath import FastGroup
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
     from sfu.router import TrackInfo
 
-_pack_into = HEADER.pack_into
 
 
 class Source:
@@ -67,6 +67,8 @@ class Producer:
         self.consumers: list[Consumer] = []
         # Consumers grouped by extension layout, so the extension block is built once per group.
         self.groups: list[tuple[tuple[int, bytes, int, int], list[Consumer]]] = []
+        # The same groups as packed arrays for the compiled send loop (Python fallback inside).
+        self.fast: list[tuple[tuple[int, bytes, int, int], FastGroup]] = []
         self.enabled = True  # False: nothing is forwarded (server-side mute)
         self.resuming: list[Consumer] = []  # back from a pause: join at the next clean point
         self.on_level: Callable[[str, int, float], None] | None = None  # active speaker feed
@@ -163,6 +165,14 @@ class Producer:
             if c.ready and not c.paused and id(c) not in resuming:
                 groups.setdefault(c.ext_key, []).append(c)
         self.groups = list(groups.items())
+        for _, g in self.fast:
+            g.close()
+        self.fast = [(key, FastGroup(cs)) for key, cs in self.groups]
+
+    def refresh_paths(self) -> None:
+        """Follow consumers' ICE pairs (they change on ICE restart); cheap when none moved."""
+        for _, g in self.fast:
+            g.refresh()
 
     # ------------------------------------------------------------------ ingress (hot)
     def on_rtp(self, data: bytes, h: RtpHeader, now: float) -> None:
@@ -210,6 +220,8 @@ class Producer:
                 continue  # they re-sync from their pause point when they come back
             c.sync_to_source(self.last_seq, self.last_ts, self.last_time, h.seq, h.ts, now,
                              self.clock_rate)
+        for _, g in self.fast:
+            g.update_offsets()
 
     def _fanout(self, data: bytes, h: RtpHeader, now: float, only: Consumer | None) -> None:
         src = self.source
@@ -224,30 +236,21 @@ class Producer:
         b0 = 0x80 | (h.b0 & 0x20)
         mark = h.b1 & 0x80
         seq, ts = h.seq, h.ts
-        buf, view, lenp, protect, pack_into = BUF, BUF_VIEW, LENP, srtp_protect, _pack_into
-        groups = self.groups if only is None else [(only.ext_key, [only])]
+        # A retransmission to one consumer goes through the Python path: rare, not worth a
+        # packed array.
+        one = [(only.ext_key, FastGroup([only], native=False))] if only is not None else None
+        groups = self.fast if one is None else one
         sent = 0
         failed: list[Consumer] = []
-        for key, consumers in groups:
+        for key, g in groups:
             ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
-            hl = 12 + len(ext)
-            n = hl + nbody
-            if n > MAX_RTP:
+            if 12 + len(ext) + nbody > MAX_RTP:
                 self.dropped += 1
                 continue
-            tail = ext + body
-            first = b0 | 0x10 if ext else b0
-            for c in consumers:
-                pack_into(view, 0, first, mark | c.pt, (seq + c.seq_off) & 0xFFFF,
-                          (ts + c.ts_off) & 0xFFFFFFFF, c.ssrc)
-                view[12:n] = tail
-                lenp[0] = n
-                if protect(c.ctx, buf, lenp) == 0:
-                    try:
-                        c.sendto(view[: lenp[0]], c.addr)
-                        sent += 1
-                    except Exception:  # its transport closed under us: stop feeding it
-                        failed.append(c)
+            sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
+            if g.failed:  # the Python path's sends that raised: the transport is gone
+                failed += g.failed
+                g.failed.clear()
         self.forwarded += sent
         for c in failed:
             c.ready = False

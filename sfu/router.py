@@ -139,7 +139,12 @@ class Router:
                 await _close_quietly(pub.pc)
                 raise SdpError("offer cannot be negotiated") from exc
             tap.claim_transport(pub.pc, pub.on_rtp, pub.on_rtcp)
-            new_tracks = self._bind_tracks(participant_id, pub, desc, sources)
+            try:
+                new_tracks = self._bind_tracks(participant_id, pub, desc, sources)
+            except SdpError:
+                if pub is not old:  # nor its connection (ICE tasks, UDP sockets)
+                    await _close_quietly(pub.pc)
+                raise
             if old is not None and old is not pub:
                 old.retire()  # its late packets must not interleave with the new source
                 await _close_quietly(old.pc)
@@ -149,9 +154,10 @@ class Router:
             return pub.pc.localDescription.sdp, new_tracks
 
     def _bind_tracks(self, pid: str, pub: PublisherConnection, desc, sources: dict[str, str]):
-        new: list[TrackInfo] = []
+        # The whole offer is checked before anything is created: a refused offer leaves no
+        # producer behind.
+        slots = []
         seen: set[str] = set()
-        bound = {id(p) for p in pub.producers}
         for index, tr in enumerate(pub.pc.getTransceivers()):
             if tr.mid is None or index >= len(desc.media):
                 continue
@@ -162,7 +168,14 @@ class Router:
             source = sources.get(tr.mid) or ("microphone" if tr.kind == "audio" else "camera")
             if source not in SOURCES or source in seen:
                 raise SdpError(f"bad or duplicate source for mid {tr.mid}")
+            existing = self.producers.get(f"{pid}/{source}")
+            if existing is not None and existing.kind != tr.kind:
+                raise SdpError(f"source {source} was published as {existing.kind}")
             seen.add(source)
+            slots.append((index, tr, neg, source))
+        new: list[TrackInfo] = []
+        bound = {id(p) for p in pub.producers}
+        for index, tr, neg, source in slots:
             track_id = f"{pid}/{source}"
             producer = self.producers.get(track_id)
             if producer is None:
@@ -446,6 +459,8 @@ class Router:
             packet = subscriber_reports(sub, now)
             if packet:
                 sub.path.send_rtcp(packet)
+        for producer in self.producers.values():
+            producer.refresh_paths()
         for pub in self.publishers.values():
             if pub.path is None:
                 continue

@@ -1,0 +1,193 @@
+"""CPU µs per forwarded packet of the fan-out: `Producer._fanout` as it is vs the C group send.
+
+    python -m bench.micro_fanout [--sizes 10,50,100] [--rounds 5] [--sends 60000]
+
+Real parts: a real `Producer` and `Consumer`s configured through `SrtpPath` (the ICE pair is the
+only stand-in), pylibsrtp sessions (AEAD_AES_128_GCM, what browsers pick first), one asyncio
+datagram transport per consumer (one UDP socket per subscriber connection, as aiortc has), a
+VP8-like 1200-byte packet with mid + abs-send-time extensions. All consumers send to one
+receiving socket that nobody reads: the kernel drops at its full queue, after doing the send
+work that a real send does (loopback delivery is charged to the sender).
+
+Cases, per N:
+- `python-fanout`: `Producer._fanout(data, h, now, None)`, the loop in production today;
+- `c-fanout`: the same per-packet prelude (extension block, tail) then `FastGroup.send` (C):
+  what `_fanout` becomes with the integration described in sfu/fastpath;
+- `fastgroup-python`: the same with FastGroup's Python path (the fallback's cost).
+
+The cases are interleaved round by round and the median is reported, because the machines this
+runs on are shared and noisy: compare numbers from one run, not across runs. One JSON line per
+case on stdout: µs of process CPU time (time.process_time) per forwarded packet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from pylibsrtp import Policy, Session
+
+from bench.micro import make_rtp
+from sfu import fastpath
+from sfu.adapters.aiortc_tap import MAX_RTP, Negotiated, SrtpPath
+from sfu.config import SfuConfig
+from sfu.consumer import Consumer
+from sfu.core.rtp import (
+    URI_ABS_SEND_TIME,
+    URI_MID,
+    RtpHeader,
+    abs_send_time,
+    build_extensions,
+    find_extension,
+    parse_into,
+)
+from sfu.producer import Producer, Source
+from sfu.router import TrackInfo
+
+# Every sequence number once, walked in order across all cases and rounds: libsrtp refuses a
+# sender index that goes back further than its window (a wrap is a normal rollover).
+RING = 65536
+
+
+def _session(rng: random.Random) -> Session:
+    policy = Policy(key=rng.randbytes(28), ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                    srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM)
+    policy.allow_repeat_tx = True  # the ring of inputs repeats seqs on long runs
+    return Session(policy)
+
+
+async def _consumers(producer: Producer, n: int, sink: tuple[str, int],
+                     rng: random.Random) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    keep: list[Any] = []
+    neg = Negotiated(mid="0", kind="video",
+                     codec=RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000,
+                                                 payloadType=96),
+                     rtx_payload_type=0, extensions={URI_MID: 1, URI_ABS_SEND_TIME: 3},
+                     payload_types=frozenset({96}))
+    for i in range(n):
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport), remote_addr=sink)
+        dtls = SimpleNamespace(_tx_srtp=_session(rng), transport=SimpleNamespace(
+            _connection=SimpleNamespace(_nominated={1: pair})))
+        c = Consumer(producer, f"s{i}", rng)
+        c.configure(neg, rng.randrange(1, 1 << 32), 0, SrtpPath(dtls))  # type: ignore[arg-type]
+        producer.add_consumer(c, 0.0)
+        keep.append(transport)
+    return keep
+
+
+def _c_fanout(producer: Producer, groups: list[tuple[tuple[int, bytes, int, int], Any]]
+              ) -> Callable[[bytes, RtpHeader, float], None]:
+    """`_fanout` with the per-consumer loop replaced by `FastGroup.send` (the integration)."""
+
+    def fanout(data: bytes, h: RtpHeader, now: float) -> None:
+        src = producer.source
+        level = -1
+        if src is not None and src.level_id:
+            off = find_extension(data, h, src.level_id)
+            if off >= 0:
+                level = data[off]
+        abs_value = abs_send_time(now) if producer.video else b""
+        body = data[h.payload_off:]
+        b0 = 0x80 | (h.b0 & 0x20)
+        mark = h.b1 & 0x80
+        seq, ts = h.seq, h.ts
+        sent = 0
+        for key, group in groups:
+            ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
+            if 12 + len(ext) + len(body) > MAX_RTP:
+                producer.dropped += 1
+                continue
+            sent += group.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
+        producer.forwarded += sent
+
+    return fanout
+
+
+def _run(fanout: Callable[[bytes, RtpHeader, float], None], ring: list[tuple[bytes, RtpHeader]],
+         packets: int, at: list[int]) -> float:
+    start = at[0]
+    at[0] = start + packets
+    now = 1e9
+    t0 = time.process_time()
+    for k in range(start, start + packets):
+        data, h = ring[k & 0xFFFF]
+        fanout(data, h, now + k * 0.005)
+    return time.process_time() - t0
+
+
+async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
+    rng = random.Random(n)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sink.bind(("127.0.0.1", 0))
+    track = TrackInfo(id="p/camera", participant_id="p", kind="video", source="camera",
+                      codec="VP8")
+    producer = Producer(track, 90000, SfuConfig(), rng)
+    producer.bind_source(Source(pt=96, rtx_pt=0, level_id=0))
+    transports = await _consumers(producer, n, sink.getsockname(), rng)
+    ring: list[tuple[bytes, RtpHeader]] = []
+    for i in range(RING):
+        data = make_rtp(i, 1200)
+        h = RtpHeader()
+        assert parse_into(h, data)
+        ring.append((data, h))
+    assert len(producer.groups) == 1 and len(producer.groups[0][1]) == n
+
+    cases: dict[str, Callable[[bytes, RtpHeader, float], None]] = {
+        "python-fanout": lambda d, h, now: producer._fanout(d, h, now, None),
+        "fastgroup-python": _c_fanout(producer, [
+            (key, fastpath.FastGroup(cs, native=False)) for key, cs in producer.groups]),
+    }
+    if fastpath.COMPILED:
+        cases["c-fanout"] = _c_fanout(producer, [
+            (key, fastpath.FastGroup(cs, native=True)) for key, cs in producer.groups])
+    packets = max(200, sends // n)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    at = [0]
+    for fn in cases.values():  # warm-up: caches, branch predictors, socket buffers
+        _run(fn, ring, max(20, packets // 10), at)
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            before = producer.forwarded
+            cpu = _run(fn, ring, packets, at)
+            if producer.forwarded - before != packets * n:
+                raise RuntimeError(f"{name}: {producer.forwarded - before} of {packets * n} sent")
+            times[name].append(cpu / (packets * n) * 1e6)
+    for t in transports:
+        t.close()
+    sink.close()
+    return [{"bench": "micro_fanout", "case": name, "n": n, "packets": packets,
+             "forwarded_per_round": packets * n, "rounds": rounds,
+             "us_per_pkt": round(statistics.median(ts), 3),
+             "us_per_pkt_runs": [round(t, 3) for t in ts],
+             "fastpath": fastpath.reason()} for name, ts in times.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10,50,100", help="consumer counts, comma-separated")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--sends", type=int, default=60000,
+                    help="forwarded packets per case and round (packets = sends / N)")
+    args = ap.parse_args(argv)
+    for n in (int(x) for x in args.sizes.split(",")):
+        for line in asyncio.run(bench(n, args.rounds, args.sends)):
+            print(json.dumps(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

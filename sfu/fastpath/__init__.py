@@ -1,0 +1,309 @@
+"""The per-subscriber half of the fan-out, in C when it was built, in Python otherwise.
+
+`Producer._fanout` does, per forwarded packet and per group of consumers sharing a
+header-extension layout: build the tail (extension block + payload) once, then for every consumer
+write its 12-byte header, SRTP-protect, sendto. `FastGroup.send` is that inner loop:
+
+- C path (`sfu.fastpath._fanout`, built by cffi at install, see setup.py): one call per packet
+  and group. It calls pylibsrtp's own `srtp_protect` through a function pointer (pylibsrtp links
+  libsrtp statically; the contexts aiortc made live there) and sendto()s with MSG_DONTWAIT on a
+  dup of each connection's UDP socket. A full socket buffer or any send error drops that one
+  packet and is counted (`errors`), never raised.
+- Python path: the loop `Producer._fanout` has always run, kept as the fallback and selected by
+  the same tests. Used when the module was not built, when `HOINGHI_FASTPATH=0`, and inside a C
+  group for the odd consumer the C path cannot address (no socket yet, a scoped IPv6 address).
+
+The entries are a snapshot of each consumer (ctx, socket, address, pt, ssrc, offsets). Whoever
+changes those calls `update_offsets()` (seq/ts offsets after a re-sync) or `refresh()` (the
+ICE pair moved) or builds a new group (membership changed).
+
+Why a dup of the socket and not its fd: when a subscriber's connection closes, asyncio closes
+the socket and the kernel may hand the same fd number to the next socket opened, a websocket
+say; a stale fd would then write SRTP into it. The dup keeps the old socket alive until the last
+group holding it is dropped; it is shared per transport, so one extra fd per connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
+
+from sfu.adapters.aiortc_tap import BUF, BUF_VIEW, LENP, srtp_protect
+from sfu.core.rtp import HEADER
+
+if TYPE_CHECKING:
+    from sfu.consumer import Consumer
+
+try:
+    from sfu.fastpath import _fanout  # type: ignore[attr-defined]
+except ImportError:  # not built: no compiler at install, or a non-POSIX platform
+    _fanout = None
+
+_pack_into = HEADER.pack_into
+
+
+def _protect_is_libsrtp2() -> bool:
+    # libsrtp 3 changed srtp_protect to (ctx, in, in_len, out, out_len*, mki): calling that
+    # through the libsrtp 2 pointer type would corrupt memory, so check before ever doing it.
+    t = _srtp_ffi.typeof(_srtp_lib.srtp_protect)
+    return [a.cname for a in t.args][1:] == ["void *", "int *"]
+
+
+COMPILED: bool = _fanout is not None
+"""The C module was built and imports."""
+DISABLED: bool = os.environ.get("HOINGHI_FASTPATH", "1").strip() == "0"
+"""HOINGHI_FASTPATH=0: groups use the Python path unless asked for C explicitly."""
+AVAILABLE: bool = COMPILED and _protect_is_libsrtp2() and not DISABLED
+"""New groups use the C path by default."""
+
+if COMPILED and _protect_is_libsrtp2():
+    _ffi, _lib = _fanout.ffi, _fanout.lib
+    _fp_send = _lib.fp_send
+    _PROTECT: int = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
+    MAX_PACKET: int = _lib.fp_max_packet()
+else:
+    _ffi = _lib = _fp_send = None
+    _PROTECT = 0
+    MAX_PACKET = 2048 - 144  # same bound as fanout.c: the buffer less libsrtp's max trailer
+
+
+def reason() -> str:
+    """Why the C path is or is not the default, for logs and /stats."""
+    if not COMPILED:
+        return "C helper not built (no compiler at install?): pure-Python fan-out"
+    if not _protect_is_libsrtp2():
+        return "pylibsrtp's srtp_protect is not libsrtp 2's: pure-Python fan-out"
+    if DISABLED:
+        return "HOINGHI_FASTPATH=0: pure-Python fan-out"
+    return "C fan-out helper"
+
+
+# ------------------------------------------------------------------------------ sockets
+
+
+class _SocketFd:
+    """A dup of one transport's socket, shared by every group sending on it; closed with the
+    last group that holds it (see the module docstring for why a dup)."""
+
+    __slots__ = ("__weakref__", "family", "fd", "transport")
+
+    def __init__(self, transport: Any, sock: Any) -> None:
+        self.transport = transport  # keeps id(transport), the cache key, unique while we live
+        self.family: int = sock.family
+        self.fd: int = os.dup(sock.fileno())
+
+    def __del__(self) -> None:
+        # OSError: closed already; the others: module globals gone at interpreter exit.
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            os.close(self.fd)
+
+
+_socket_fds: weakref.WeakValueDictionary[int, _SocketFd] = weakref.WeakValueDictionary()
+
+
+def _socket_fd(transport: Any) -> _SocketFd | None:
+    # Anything but a live asyncio-style datagram transport (aiortc's `_drop` before ICE has a
+    # pair, a closing transport) goes through Python, which keeps asyncio's semantics for it.
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    if get_extra_info is None or transport.is_closing():
+        return None
+    cached = _socket_fds.get(id(transport))
+    if cached is not None and cached.transport is transport:
+        return cached
+    sock = get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_DGRAM:
+        return None
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.fileno() < 0:
+        return None
+    entry = _SocketFd(transport, sock)
+    _socket_fds[id(transport)] = entry
+    return entry
+
+
+@functools.lru_cache(maxsize=4096)  # each subscriber's address recurs in every producer's group
+def _raw_address(addr: tuple[Any, ...], family: int) -> tuple[bytes, int, int] | None:
+    """(ip bytes, port, scope id) for the socket's family, or None: the Python path sends it."""
+    host, port = addr[0], addr[1]
+    if not isinstance(host, str) or "%" in host:  # scoped names need if_nametoindex: rare
+        return None
+    try:
+        return socket.inet_pton(family, host), int(port), int(addr[3]) if len(addr) > 3 else 0
+    except (OSError, ValueError):  # e.g. an IPv4 peer on an IPv6 socket: leave it to Python
+        return None
+
+
+# ------------------------------------------------------------------------------ groups
+
+
+def _looks(c: Consumer) -> tuple[Any, ...]:
+    # Everything an entry is built from. SrtpPath keeps one bound sendto per ICE pair, so a
+    # changed pair shows up as a different object here.
+    return (c.sendto, c.addr, c.ctx, c.ssrc, c.pt, c.seq_off, c.ts_off)
+
+
+class FastGroup:
+    """Consumers of one producer that share an extension layout, ready for one-call sends.
+
+    `send(tail, b0, mark, seq, ts)` writes header(b0, mark|pt, seq+seq_off, ts+ts_off, ssrc) +
+    tail for every consumer, protects and sends; returns how many packets were sent. `tail` must
+    be bytes (it is passed to C without a copy). `failed` collects consumers whose Python send
+    raised (the caller drops them, as `_fanout` always has); the C path never raises.
+    """
+
+    __slots__ = (
+        "_entries",
+        "_errors_base",
+        "_n",
+        "_native",
+        "_py",
+        "_seen",
+        "_socks",
+        "consumers",
+        "failed",
+        "native",
+        "py_errors",
+        "send",
+    )
+
+    def __init__(self, consumers: Iterable[Consumer], native: bool | None = None) -> None:
+        """native: True forces C (error if not built), False Python, None the default."""
+        if native is None:
+            native = AVAILABLE
+        elif native and _lib is None:
+            raise RuntimeError(reason())
+        self.consumers: list[Consumer] = list(consumers)
+        self.native = native
+        self.failed: list[Consumer] = []
+        self.py_errors = 0
+        self._errors_base = 0
+        self._entries: Any = None
+        self._n = 0
+        self._native: list[Consumer] = []  # consumers behind self._entries, same order
+        self._py: list[Consumer] = []  # sent by the Python loop
+        self._socks: list[_SocketFd] = []  # keeps the dup'd fds open while entries use them
+        self._seen: list[tuple[Any, ...]] = []  # what each consumer looked like at the snapshot
+        self.send = self._send_c if native else self._send_py
+        self.refresh(force=True)
+
+    def __len__(self) -> int:
+        return len(self.consumers)
+
+    # -------------------------------------------------------------- snapshot upkeep
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read every consumer (socket, address, ctx, ids, offsets) after `refresh_path`;
+        returns whether anything was rebuilt. Cheap when nothing moved (one comparison per
+        consumer, no allocation), so it can run on every report tick."""
+        if not self.native:
+            self._py = list(self.consumers)
+            return False
+        seen = [_looks(c) for c in self.consumers]
+        if not force and seen == self._seen and not any(
+                s.transport.is_closing() for s in self._socks):
+            return False
+        self._seen = seen
+        self._errors_base += self._c_errors()
+        native: list[Consumer] = []
+        py: list[Consumer] = []
+        socks: list[_SocketFd] = []
+        rows: list[tuple[Consumer, _SocketFd, tuple[bytes, int, int]]] = []
+        for c in self.consumers:
+            sfd = _socket_fd(getattr(c.sendto, "__self__", None))
+            raw = _raw_address(c.addr, sfd.family) if sfd is not None else None
+            if sfd is None or raw is None or c.ctx is None:
+                py.append(c)
+                continue
+            rows.append((c, sfd, raw))
+        # One initializer list: cffi fills the array in C, ~2x faster than field-by-field
+        # (a regroup can happen in the packet path, when resuming consumers are admitted).
+        cast = _srtp_ffi.cast
+        entries = _ffi.new("fp_entry[]", [
+            {"ctx": int(cast("uintptr_t", c.ctx)), "fd": sfd.fd, "ssrc": c.ssrc, "pt": c.pt,
+             "seq_off": c.seq_off & 0xFFFF, "ts_off": c.ts_off & 0xFFFFFFFF,
+             "ip": ip, "ip_len": len(ip), "port": port, "scope_id": scope}
+            for c, sfd, (ip, port, scope) in rows] or 1)
+        _lib.fp_prepare(entries, len(rows))  # sockaddrs, in C, for the whole array at once
+        for c, sfd, _ in rows:
+            native.append(c)
+            socks.append(sfd)
+        # Swap in one go: a half-built array is never visible to send().
+        self._entries, self._n, self._native, self._py, self._socks = (
+            entries, len(rows), native, py, socks)
+        return True
+
+    def update_offsets(self) -> None:
+        """Copy each consumer's seq/ts offsets again (after `sync_to_source`): O(n), no syscalls.
+        The Python path reads them live, so this is a no-op there."""
+        entries = self._entries
+        for i, c in enumerate(self._native):
+            e = entries[i]
+            e.seq_off = c.seq_off & 0xFFFF
+            e.ts_off = c.ts_off & 0xFFFFFFFF
+
+    def close(self) -> None:
+        """Drop the entries and this group's hold on the socket dups (also done by GC)."""
+        self._entries, self._n, self._native, self._socks = None, 0, [], []
+        self._py, self._seen = [], []
+
+    # -------------------------------------------------------------- counters
+    def _c_errors(self) -> int:
+        entries = self._entries
+        return sum(entries[i].errors for i in range(self._n)) if entries is not None else 0
+
+    @property
+    def errors(self) -> int:
+        """Packets not sent: SRTP failures, full socket buffers, send errors, oversize."""
+        return self._errors_base + self._c_errors() + self.py_errors
+
+    def errors_by_consumer(self) -> dict[Consumer, tuple[int, int]]:
+        """C path: consumer -> (errors since the last refresh, last errno or -srtp status)."""
+        entries = self._entries
+        return {c: (entries[i].errors, entries[i].last_errno)
+                for i, c in enumerate(self._native)}
+
+    @property
+    def native_count(self) -> int:
+        """How many consumers the C path serves (the rest go through Python)."""
+        return self._n
+
+    # -------------------------------------------------------------- sending
+    def _send_c(self, tail: bytes, b0: int, mark: int, seq: int, ts: int) -> int:
+        sent = _fp_send(self._entries, self._n, tail, len(tail), b0, mark, seq, ts, _PROTECT)
+        if self._py:
+            sent += self._loop(self._py, tail, b0, mark, seq, ts)
+        return sent
+
+    def _send_py(self, tail: bytes, b0: int, mark: int, seq: int, ts: int) -> int:
+        return self._loop(self._py, tail, b0, mark, seq, ts)
+
+    def _loop(self, consumers: list[Consumer], tail: bytes, b0: int, mark: int, seq: int,
+              ts: int) -> int:
+        # Producer._fanout's inner loop, unchanged: one process-wide buffer (the event loop is
+        # single-threaded and each packet is handed to the kernel before the next is written).
+        n = 12 + len(tail)
+        if n > MAX_PACKET:
+            self.py_errors += len(consumers)
+            return 0
+        buf, view, lenp, protect, pack_into = BUF, BUF_VIEW, LENP, srtp_protect, _pack_into
+        sent = 0
+        for c in consumers:
+            pack_into(view, 0, b0, mark | c.pt, (seq + c.seq_off) & 0xFFFF,
+                      (ts + c.ts_off) & 0xFFFFFFFF, c.ssrc)
+            view[12:n] = tail
+            lenp[0] = n
+            if protect(c.ctx, buf, lenp) == 0:
+                try:
+                    c.sendto(view[: lenp[0]], c.addr)
+                    sent += 1
+                except Exception:  # its transport closed under us: the caller drops it
+                    self.failed.append(c)
+            else:
+                self.py_errors += 1
+        return sent

@@ -1,0 +1,167 @@
+/* The per-subscriber half of the SFU fan-out, in C.
+ *
+ * For one forwarded packet and one group of consumers that share a header-extension layout, each
+ * consumer gets: its own 12-byte RTP header, the shared tail (extension block + payload), SRTP
+ * protection with its connection's libsrtp context, and one non-blocking sendto() on its
+ * connection's UDP socket. Python (sfu/fastpath/__init__.py) fills the entries and owns
+ * everything they point at; this file only reads them, and counts errors in them.
+ *
+ * libsrtp is NOT linked here: pylibsrtp links its own copy statically into its cffi module, and
+ * the SRTP contexts aiortc created live in that copy. The caller passes that copy's
+ * srtp_protect as a function pointer (libsrtp 2 signature; checked on the Python side).
+ *
+ * Included verbatim into the module cffi generates (sfu/fastpath/_build.py).
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#define FP_BUF_SIZE 2048
+/* libsrtp 2 may append up to SRTP_MAX_TRAILER_LEN bytes: a 16-byte tag + a 128-byte MKI. */
+#define FP_MAX_TRAILER 144
+#define FP_MAX_PACKET (FP_BUF_SIZE - FP_MAX_TRAILER)
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+/* srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr) -- libsrtp 2.x */
+typedef int (*fp_protect_fn)(void *ctx, void *buf, int *len);
+
+typedef struct {
+    uint64_t ctx;          /* srtp_t of the subscriber's connection (pylibsrtp's libsrtp) */
+    int fd;                /* that connection's UDP socket: a dup owned by Python */
+    uint32_t ssrc;
+    uint32_t ts_off;
+    uint16_t seq_off;
+    uint8_t pt;
+    uint64_t errors;       /* packets not sent: SRTP failure, EAGAIN, any sendto error */
+    int last_errno;        /* errno of the last failed sendto; -status for an SRTP failure */
+    uint32_t addrlen;      /* 0: no address set, the entry is skipped and counted as an error */
+    /* The destination as Python hands it over (filled by a cffi initializer, no call per
+     * entry); fp_prepare() turns it into the sockaddr below. */
+    char ip[16];           /* 4 bytes (IPv4) or 16 (IPv6), network order */
+    uint8_t ip_len;
+    uint16_t port;
+    uint32_t scope_id;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } addr;
+} fp_entry;
+
+/* Sets the destination from raw address bytes: 4 (IPv4) or 16 (IPv6). Done in C so the
+ * platform's sockaddr layout (sin_len on BSDs, byte order of the family) is never guessed. */
+static int fp_set_addr(fp_entry *e, const char *ip, int ip_len, unsigned int port,
+                       uint32_t scope_id)
+{
+    memset(&e->addr, 0, sizeof e->addr);
+    e->addrlen = 0;
+    if (ip_len == 4) {
+        e->addr.v4.sin_family = AF_INET;
+        e->addr.v4.sin_port = htons((uint16_t)port);
+        memcpy(&e->addr.v4.sin_addr, ip, 4);
+        e->addrlen = (uint32_t)sizeof(struct sockaddr_in);
+        return 0;
+    }
+    if (ip_len == 16) {
+        e->addr.v6.sin6_family = AF_INET6;
+        e->addr.v6.sin6_port = htons((uint16_t)port);
+        memcpy(&e->addr.v6.sin6_addr, ip, 16);
+        e->addr.v6.sin6_scope_id = scope_id;
+        e->addrlen = (uint32_t)sizeof(struct sockaddr_in6);
+        return 0;
+    }
+    return -1;
+}
+
+/* Builds every entry's sockaddr from ip/ip_len/port/scope_id; returns how many are usable. */
+static int fp_prepare(fp_entry *e, int n)
+{
+    int ok = 0;
+    for (int i = 0; i < n; i++)
+        if (fp_set_addr(&e[i], e[i].ip, e[i].ip_len, e[i].port, e[i].scope_id) == 0)
+            ok++;
+    return ok;
+}
+
+/* Sends one packet to every entry; returns how many were handed to the kernel. b0 is the
+ * first header byte as it leaves (version, padding and extension bits), mark is 0 or 0x80. */
+static int fp_send(fp_entry *e, int n, const char *tail, size_t tail_len, unsigned int b0,
+                   unsigned int mark, unsigned int seq, uint32_t ts, uintptr_t protect_addr)
+{
+    fp_protect_fn protect = (fp_protect_fn)protect_addr;
+    /* One scratch buffer on the stack: protect works in place, so the tail is copied again for
+     * every consumer; that memcpy is ~1 % of the protect+sendto that follow. */
+    union {
+        uint64_t align;
+        unsigned char b[FP_BUF_SIZE];
+    } scratch;
+    unsigned char *buf = scratch.b;
+    size_t len = 12 + tail_len;
+    int sent = 0;
+
+    if (len > FP_MAX_PACKET) {
+        for (int i = 0; i < n; i++) {
+            e[i].errors++;
+            e[i].last_errno = EMSGSIZE;
+        }
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        fp_entry *c = &e[i];
+        uint16_t s = (uint16_t)(seq + c->seq_off);
+        uint32_t t = ts + c->ts_off;
+        uint32_t ssrc = c->ssrc;
+        int l = (int)len;
+        int rc;
+        ssize_t r;
+
+        if (c->addrlen == 0) {
+            c->errors++;
+            continue;
+        }
+        buf[0] = (unsigned char)b0;
+        buf[1] = (unsigned char)((mark & 0x80) | (c->pt & 0x7F));
+        buf[2] = (unsigned char)(s >> 8);
+        buf[3] = (unsigned char)s;
+        buf[4] = (unsigned char)(t >> 24);
+        buf[5] = (unsigned char)(t >> 16);
+        buf[6] = (unsigned char)(t >> 8);
+        buf[7] = (unsigned char)t;
+        buf[8] = (unsigned char)(ssrc >> 24);
+        buf[9] = (unsigned char)(ssrc >> 16);
+        buf[10] = (unsigned char)(ssrc >> 8);
+        buf[11] = (unsigned char)ssrc;
+        memcpy(buf + 12, tail, tail_len);
+        rc = protect((void *)(uintptr_t)c->ctx, buf, &l);
+        if (rc != 0) {
+            c->errors++;
+            c->last_errno = -rc;
+            continue;
+        }
+        /* Never block the event loop: a full socket buffer drops this one packet, as a
+         * congested network would; RTP recovers (NACK, next frame). */
+        do {
+            r = sendto(c->fd, buf, (size_t)l, MSG_DONTWAIT | MSG_NOSIGNAL, &c->addr.sa,
+                       (socklen_t)c->addrlen);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            c->errors++;
+            c->last_errno = errno;
+            continue;
+        }
+        sent++;
+    }
+    return sent;
+}
+
+static int fp_max_packet(void)
+{
+    return FP_MAX_PACKET;
+}
