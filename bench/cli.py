@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -125,11 +126,11 @@ async def _forward(args: argparse.Namespace) -> int:
 def _ratio(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
     """hoinghi / Janus CPU per forwarded packet at size n (medians over repeats)."""
     def med(system: str, config: str) -> float | None:
-        vals = sorted(r["cpu_us_per_pkt"] for r in results
-                      if r.get("kind") == "run" and r["subscribers"] == n
-                      and r["system"] == system and r["config"] == config
-                      and r.get("cpu_us_per_pkt"))
-        return vals[len(vals) // 2] if vals else None
+        vals = [r["cpu_us_per_pkt"] for r in results
+                if r.get("kind") == "run" and r["subscribers"] == n
+                and r["system"] == system and r["config"] == config
+                and r.get("cpu_us_per_pkt")]
+        return round(statistics.median(vals), 2) if vals else None
 
     line: dict[str, Any] = {"kind": "ratio", "subscribers": n,
                             "hoinghi_us_per_pkt": med("hoinghi", "default")}

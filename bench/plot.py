@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,19 @@ def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     panels = (("cpu_us_per_pkt", "server CPU µs per forwarded packet"),
               ("server_cpu_cores", "server CPU (cores)"),
-              ("latency_p99_ms", "added latency p99 (ms)"))
+              ("latency_p99_ms", "added latency p99 through the server (ms)"))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for name, rs in sorted(series.items()):
-            pts = sorted((r["subscribers"], r[key]) for r in rs if r.get(key) is not None)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        for i, (name, rs) in enumerate(sorted(series.items())):
+            pts = [(r["subscribers"], r[key]) for r in rs if r.get(key) is not None]
+            if not pts:
+                continue
+            color = colors[i % len(colors)]
+            # Every run as a dot (the spread is the noise), the median per size as the line.
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=color, alpha=0.35, s=18)
+            sizes = sorted({p[0] for p in pts})
+            medians = [statistics.median(v for s, v in pts if s == size) for size in sizes]
+            ax.plot(sizes, medians, "o-", color=color, label=name)
         ax.set_title(title)
         ax.set_xlabel("subscribers")
         ax.grid(True, alpha=0.3)

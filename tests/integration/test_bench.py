@@ -73,3 +73,18 @@ def test_forward_vs_janus(tmp_path: Path) -> None:
     (ratio,) = [x for x in lines if x["kind"] == "ratio"]
     expected = runs[0]["cpu_us_per_pkt"] / runs[1]["cpu_us_per_pkt"]
     assert ratio["ratio_vs_janus_default"] == pytest.approx(expected, rel=0.02)
+
+
+def test_micro_quick(tmp_path: Path) -> None:
+    cmd = [str(HOINGHI), "bench", "micro", "--quick", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    cases = {x["case"]: x for x in lines if x["kind"] == "micro" and "skipped" not in x}
+    # The physical limits are all there, each a plausible per-packet cost.
+    for needle in ("udp sendto", "srtp Session.protect()", "srtp_protect cffi",
+                   "header rewrite", "pipeline"):
+        hits = [c for name, c in cases.items() if needle in name]
+        assert hits, (needle, list(cases))
+        assert all(0 < c["us_per_pkt"] < 1000 for c in hits), hits
+    assert [x for x in lines if x["kind"] == "machine"]
