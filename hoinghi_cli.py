@@ -19,6 +19,23 @@ _DISPATCH = {
 }
 
 
+# `serve` flags that override a SignalingConfig field (the flag's name, dashes as underscores;
+# rate flags go into RateLimits). Unset flags keep the config's defaults.
+_LIMIT_FLAGS: list[tuple[str, type, str, str]] = [
+    ("--max-participants", int, "N", "participants per conference (default 5000)"),
+    ("--max-connections-per-token", int, "N", "live sockets per token (default 2)"),
+    ("--max-message-bytes", int, "BYTES", "largest client message (default 65536)"),
+    ("--rate-burst", int, "N", "messages a connection may send at once (default 50)"),
+    ("--rate-per-s", float, "N", "sustained messages per second (default 20)"),
+    ("--flood-close-after", int, "N", "messages over the rate before closing 4008 (200)"),
+    ("--last-n", int, "N", "videos a subscriber gets besides chair, floor, spotlight (4)"),
+    ("--last-n-max", int, "N", "most a chair console may ask for with set_last_n (25)"),
+    ("--max-speakers", int, "N", "bridges holding the floor at once (default 1)"),
+]
+_RATE_FIELDS = {"rate_burst": "burst", "rate_per_s": "per_s",
+                "flood_close_after": "flood_close_after"}  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoinghi", description="hoinghi SFU and signaling")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    limits = serve.add_argument_group("limits and conference control (defaults: docs/signaling.md)")
+    for flag, kind, metavar, what in _LIMIT_FLAGS:
+        limits.add_argument(flag, type=kind, metavar=metavar, help=what)
 
     token = sub.add_parser("token", help="print an access token (secret from HOINGHI_SECRET)")
     token.add_argument("--room", required=True)
@@ -88,7 +108,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from signaling.app import create_app
     from signaling.config import ConfigError, SignalingConfig
-    from signaling.messages import MAX_MESSAGE_BYTES
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -99,8 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
         print("error: --turn-user and --turn-password go together", file=sys.stderr)
         return 2
     try:
-        config = SignalingConfig.from_env(sfu=_sfu_config(args))
-    except ConfigError as exc:
+        config = SignalingConfig.from_env(sfu=_sfu_config(args), **_limit_overrides(args))
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.ice_host:
@@ -114,13 +133,36 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         # The app refuses frames over 64 KiB with `too_large` (docs/signaling.md) and so must
         # see them; the websocket layer cuts off anything far bigger before it is buffered.
-        ws_max_size=4 * MAX_MESSAGE_BYTES,
+        ws_max_size=4 * config.max_message_bytes,
         log_level=args.log_level,
         timeout_graceful_shutdown=5,
     )
     server = _listening_server(uv_config)
     asyncio.run(server.serve())
     return 0 if server.started else 1
+
+
+def _limit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from signaling.limits import RateLimits
+
+    overrides: dict[str, Any] = {}
+    rate: dict[str, Any] = {}
+    for flag, *_ in _LIMIT_FLAGS:
+        name = flag[2:].replace("-", "_")
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if value < 0 or (value == 0 and name != "last_n"):  # Last-N 0: chair and floor only
+            raise ValueError(f"{flag} must be positive")
+        if name in _RATE_FIELDS:
+            rate[_RATE_FIELDS[name]] = value
+        else:
+            overrides[name] = value
+    if rate:
+        overrides["rate"] = replace(RateLimits(), **rate)
+    return overrides
 
 
 def _listening_server(config: Any) -> Any:

@@ -1,9 +1,12 @@
 """RoomManager: who is connected to which room on this node, and each room's media Router.
 
-One `sfu.router.Router` per room: created on the first join, closed when the room empties.
-Membership (join / leave / replace) is serialized per room by a lock; media requests are not
-(they go straight to the Router). Events go out through `Peer.send`, which only queues, so one
-slow or broken connection never holds up the others.
+One `sfu.router.Router` and one `RoomControl` (floor control + Last-N, rooms/control.py) per
+room: created on the first join, closed when the room empties. A conference created through the
+API (rooms/conference.py) keeps its FloorControl (invited list, bans, event log) while empty.
+Membership (join / leave / replace / remove) is serialized per room by a lock; media and floor
+requests are not (they go straight to the Router / FloorControl, neither of which awaits).
+Events go out through `Peer.send`, which only queues, so one slow or broken connection never
+holds up the others.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rooms.conference import ConferenceSpec, floor_for, is_conference
+from rooms.control import SERVER_ACTOR, RoomControl, floor_join
+from rooms.floor import FloorControl, FloorEvent
 from rooms.model import Participant, Room
 from rooms.store import RoomStore
 from sfu.config import SfuConfig
 from sfu.router import Router, SendOffer, TrackInfo
 from signaling import messages as m
-from signaling.errors import CLOSE_REPLACED, NotJoined, Replaced, RoomFull, RoomLocked
+from signaling.errors import CLOSE_REPLACED, NotJoined, Removed, Replaced, RoomFull
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +57,14 @@ class JoinSnapshot:
     room: Room
     participants: list[Participant]  # the others already in the room
     tracks: list[TrackInfo]
+    floor: dict[str, Any] | None = None  # FloorControl.snapshot for the joiner
+    last_n: int | None = None
 
 
 @dataclass
 class _LiveRoom:
     router: Router
+    control: RoomControl
     peers: dict[str, Peer] = field(default_factory=dict)
 
 
@@ -67,14 +76,20 @@ class RoomManager:
         *,
         router_factory: RouterFactory = Router,
         max_participants: int = 5000,
+        last_n: int = 4,
+        last_n_max: int = 25,
+        max_speakers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.sfu_config = sfu_config
         self._router_factory = router_factory
         self.max_participants = max_participants
+        self.last_n, self.last_n_max, self.max_speakers = last_n, last_n_max, max_speakers
         self._clock = clock
         self._rooms: dict[str, _LiveRoom] = {}
+        # Conferences created through the API keep their floor while nobody is connected.
+        self._floors: dict[str, FloorControl] = {}
         # One lock per room id, kept after the room closes (a few hundred bytes each) so that a
         # join racing a close always finds the same lock.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -94,33 +109,51 @@ class RoomManager:
             room = await self.store.create_room(room_id)
             live = self._rooms.get(room_id)
             others = len(live.peers) - (pid in live.peers) if live else 0
-            if room.locked and not participant.can("moderate"):
-                raise RoomLocked()
             if others >= (room.max_participants or self.max_participants):
                 raise RoomFull()
+            floor = live.control.floor if live else self._floor(room)
+            now = self._clock()
+            # The floor decides admission (lock, bans) before anything else changes.
+            result = floor_join(floor, participant, now)
+            rejoined = bool(result.data and result.data.get("rejoined"))
             created = live is None
-            if live is None:
-                live = _LiveRoom(self._make_router(room_id))
-                self._rooms[room_id] = live
+            old: Peer | None = None
             try:
+                if live is None:
+                    live = self._open_room(room, floor)
                 old = live.peers.pop(pid, None)
                 if old is not None:
                     await self._replace(live, old)
                 listed = await self.store.list_participants(room_id)
                 await self.store.add_participant(participant)
             except BaseException:
-                if created and not live.peers:
-                    await self._close_room(room_id, live)
+                # Not admitted after all. The others knew only the session it replaced (if any):
+                # they hear that it left; a fresh joiner's logged join they never saw.
+                gone = floor.handle(pid, participant.role, "leave", {"reason": "disconnected"},
+                                    now)
+                if live is not None:
+                    if old is not None:
+                        live.control.apply(gone, replan=False)
+                    live.control.forget(pid)
+                    if created and not live.peers:
+                        await self._close_room(room_id, live)
                 raise
             snapshot = JoinSnapshot(
                 room=room,
                 participants=[p for p in listed if p.id != pid],
                 tracks=self._tracks(live),
+                floor=live.control.snapshot(pid),
+                last_n=live.control.n_of(pid),
             )
             # From here to the broadcast nothing awaits: the snapshot stays exact.
             live.peers[pid] = peer
             on_admitted(snapshot)
-            self.broadcast(room_id, m.participant_joined(participant.to_json()), exclude=peer)
+            if old is not None and rejoined:
+                # The same bridge reconnecting: no floor change, nothing logged.
+                self.broadcast(room_id, m.participant_left(pid, "replaced"), exclude=peer)
+                self.broadcast(room_id, m.participant_joined(participant.to_json()), exclude=peer)
+            else:
+                live.control.apply(result, exclude=peer)
             logger.info("join room=%s participant=%s role=%s", room_id, pid, participant.role)
             return snapshot
 
@@ -134,16 +167,28 @@ class RoomManager:
             if live is None or live.peers.get(pid) is not peer:
                 return
             del live.peers[pid]
-            try:
-                await self.store.remove_participant(room_id, pid)
-            except Exception:
-                logger.exception("store failed removing room=%s participant=%s", room_id, pid)
-            for track_id in await self._remove_media(live, pid):
-                self.broadcast(room_id, m.track_unpublished(track_id))
-            self.broadcast(room_id, m.participant_left(pid, reason))
+            result = live.control.leave(participant, reason, self._clock())
+            held = live.control.apply(result, replan=False, hold_left=True)
+            await self._drop_member(room_id, live, pid, held)
             logger.info("leave room=%s participant=%s reason=%s", room_id, pid, reason)
-            if not live.peers:
-                await self._close_room(room_id, live)
+
+    async def _drop_member(
+        self, room_id: str, live: _LiveRoom, pid: str, held: list[dict[str, Any]]
+    ) -> None:
+        """After a participant left the floor and the peers: store, media, events, Last-N."""
+        try:
+            await self.store.remove_participant(room_id, pid)
+        except Exception:
+            logger.exception("store failed removing room=%s participant=%s", room_id, pid)
+        for track_id in await self._remove_media(live, pid):
+            self.broadcast(room_id, m.track_unpublished(track_id))
+        for message in held:
+            self.broadcast(room_id, message)
+        live.control.forget(pid)
+        if not live.peers:
+            await self._close_room(room_id, live)
+        else:
+            live.control.after_leave(pid)
 
     async def _replace(self, live: _LiveRoom, old: Peer) -> None:
         pid = old.participant.id
@@ -155,7 +200,6 @@ class RoomManager:
         # bridge publishes again they are re-bound behind the same ids, so everyone else keeps
         # their slot and sees one continuous stream (docs/signaling.md, Identifiers).
         await live.router.reset_subscriber(pid)
-        self.broadcast(room_id, m.participant_left(pid, "replaced"))
         logger.info("replaced room=%s participant=%s", room_id, pid)
 
     # --- media (straight to the room's Router; errors propagate to the caller) ----------------
@@ -183,6 +227,8 @@ class RoomManager:
         room_id = peer.participant.room_id
         for track in tracks:
             self.broadcast(room_id, m.track_published(track.to_json()))
+        if any(t.kind == "video" for t in tracks):
+            live.control.replan()  # before subscribing: unwatched video is never started
         ids = [t.id for t in tracks]
         targets = [
             other
@@ -220,6 +266,73 @@ class RoomManager:
 
     def set_track_muted(self, peer: Peer, track_id: str, muted: bool) -> TrackInfo:
         return self._live(peer).router.set_track_muted(track_id, muted)
+
+    # --- conference control (docs/floor.md) -----------------------------------------------
+
+    async def control(self, peer: Peer, action: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """A floor request from a participant: carried out, or its SignalingError raised.
+        Returns the action's data (roll call), if any."""
+        live = self._live(peer)
+        room_id = peer.participant.room_id
+        if action == "remove":
+            await self._remove(peer, args)
+            return None
+        result = live.control.act(peer.participant, action, args, self._clock())
+        live.control.apply(result)
+        if action in ("lock", "unlock") and result.events:
+            # Mirrored in the store: other nodes and the HTTP API see the same lock.
+            try:
+                await self.store.set_room_attributes(room_id, {"locked": action == "lock"})
+            except Exception:
+                logger.exception("store failed mirroring the lock room=%s", room_id)
+        return result.data
+
+    async def _remove(self, peer: Peer, args: dict[str, Any]) -> None:
+        room_id = peer.participant.room_id
+        async with self._lock(room_id):  # a membership change, as join and leave
+            live = self._live(peer)
+            result = live.control.act(peer.participant, "remove", args, self._clock())
+            target_id = str(args["target"])
+            target = live.peers.pop(target_id, None)
+            held = live.control.apply(result, replan=False, hold_left=True)
+            if target is not None:
+                removed = Removed()
+                target.send(m.error(removed.code, removed.message))
+                target.close(removed.close_code or 4004, removed.code)
+            await self._drop_member(room_id, live, target_id, held)
+            logger.info("removed room=%s participant=%s by=%s", room_id, target_id,
+                        peer.participant.id)
+
+    def floor_snapshot(self, peer: Peer) -> dict[str, Any]:
+        return self._live(peer).control.snapshot(peer.participant.id)
+
+    def report_quality(self, peer: Peer, quality: dict[str, Any]) -> None:
+        self._live(peer).control.report_quality(peer.participant.id, quality)
+
+    def set_last_n(self, peer: Peer, n: int) -> int:
+        return self._live(peer).control.set_last_n(peer.participant, n)
+
+    async def create_conference(self, spec: ConferenceSpec) -> bool:
+        """A conference with its invited bridges (POST /api/rooms). False if the room already
+        has a floor (a conference, or an ad-hoc room with people in it): its invited list
+        cannot change under a running roll call."""
+        async with self._lock(spec.room):
+            if spec.room in self._floors or spec.room in self._rooms:
+                return False
+            await self.store.create_room(spec.room)
+            room = await self.store.set_room_attributes(spec.room, spec.attributes())
+            self._floors[spec.room] = floor_for(room, self.max_speakers)
+            return True
+
+    def events(self, room_id: str, since: int = 0) -> list[FloorEvent] | None:
+        """A room's event log after `since` (None: no such room here). For recordings."""
+        live = self._rooms.get(room_id)
+        floor = live.control.floor if live else self._floors.get(room_id)
+        return None if floor is None else floor.log.since(since)
+
+    def media_view(self, room_id: str, participant: str | None = None) -> dict[str, Any] | None:
+        live = self._rooms.get(room_id)
+        return None if live is None else live.control.media_view(participant)
 
     # --- events --------------------------------------------------------------------------------
 
@@ -265,7 +378,16 @@ class RoomManager:
     async def set_room_attributes(self, room_id: str, attributes: dict[str, Any]) -> Room:
         async with self._lock(room_id):
             await self.store.create_room(room_id)
-            return await self.store.set_room_attributes(room_id, attributes)
+            room = await self.store.set_room_attributes(room_id, attributes)
+            live = self._rooms.get(room_id)
+            if "locked" in attributes and live is not None:
+                live.control.set_locked(room.locked, self._clock())
+            elif "locked" in attributes and room_id in self._floors:
+                floor = self._floors[room_id]
+                if floor.locked != room.locked:
+                    floor.handle(SERVER_ACTOR, "operator", "lock" if room.locked else "unlock",
+                                 None, self._clock())
+            return room
 
     async def close(self) -> None:
         """Shutdown: close every Router."""
@@ -293,6 +415,29 @@ class RoomManager:
         logger.info("router open room=%s", room_id)
         return self._router_factory(room_id, self.sfu_config, send_offer)
 
+    def _floor(self, room: Room) -> FloorControl:
+        """A conference's lasting floor, or a new one for an ad-hoc room."""
+        floor = self._floors.get(room.id)
+        if floor is None:
+            floor = floor_for(room, self.max_speakers)
+            if is_conference(room):
+                self._floors[room.id] = floor
+        if room.locked and not floor.locked:  # a lock set through the store before anyone came
+            floor.handle(SERVER_ACTOR, "operator", "lock", None, self._clock())
+        return floor
+
+    def _open_room(self, room: Room, floor: FloorControl) -> _LiveRoom:
+        router = self._make_router(room.id)
+        peers: dict[str, Peer] = {}
+        last_n = room.attributes.get("last_n")
+        control = RoomControl(
+            floor, router, peers,
+            lambda message, exclude: self.broadcast(room.id, message, exclude),
+            last_n=self.last_n if last_n is None else int(last_n), last_n_max=self.last_n_max,
+        )  # fmt: skip
+        live = self._rooms[room.id] = _LiveRoom(router, control, peers)
+        return live
+
     @staticmethod
     def _tracks(live: _LiveRoom) -> list[TrackInfo]:
         try:
@@ -315,14 +460,16 @@ class RoomManager:
     async def _close_room(self, room_id: str, live: _LiveRoom) -> None:
         if self._rooms.get(room_id) is live:
             del self._rooms[room_id]
+        live.router.on_dominant_speaker = None
         try:
             await live.router.close()
         except NotImplementedError:
             pass
         except Exception:
             logger.exception("router close failed room=%s", room_id)
-        try:
-            await self.store.delete_room(room_id)
-        except Exception:
-            logger.exception("store failed deleting room=%s", room_id)
+        if room_id not in self._floors:  # a conference outlives its participants
+            try:
+                await self.store.delete_room(room_id)
+            except Exception:
+                logger.exception("store failed deleting room=%s", room_id)
         logger.info("router closed room=%s", room_id)

@@ -9,18 +9,16 @@ broadcasts only ever append), and a watchdog (join and keepalive timers). Long-l
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
@@ -31,80 +29,17 @@ from starlette.websockets import WebSocket
 from rooms.manager import JoinSnapshot, RoomManager
 from rooms.memory import MemoryRoomStore
 from rooms.model import Participant
+from signaling import api
 from signaling import messages as m
+from signaling.auth import Grant
 from signaling.config import SignalingConfig
-from signaling.errors import CLOSE_POLICY
+from signaling.errors import CLOSE_POLICY, TooManyConnections
+from signaling.metrics import Metrics
 from signaling.session import Close, JoinRequest, Request, Send, SessionCore
 
 logger = logging.getLogger(__name__)
 
 SERVER = "hoinghi/0.1"
-
-
-class Metrics:
-    """Prometheus metrics of one app (its own registry, so several apps can share a process)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.received = Counter(
-            "hoinghi_messages_received", "Frames received from clients", registry=self.registry
-        )
-        self.sent = Counter(
-            "hoinghi_messages_sent", "Messages sent to clients", registry=self.registry
-        )
-        self.errors = Counter(
-            "hoinghi_errors", "Error replies sent, by code", ["code"], registry=self.registry
-        )
-
-    def watch(self, hub: Callable[[], Hub]) -> None:
-        self.registry.register(_HubCollector(hub))
-
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def _flatten(stats: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
-    for key, value in stats.items():
-        name = prefix + "".join(c if c.isalnum() else "_" for c in str(key))
-        if isinstance(value, dict):
-            yield from _flatten(value, name + "_")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            yield name, float(value)
-
-
-class _HubCollector(Collector):
-    """Gauges read at scrape time: nothing is counted on the media path for them."""
-
-    def __init__(self, hub: Callable[[], Hub]) -> None:
-        self._hub = hub
-
-    def collect(self) -> Iterator[Metric]:
-        hub = self._hub()
-        mgr = hub.manager
-        yield GaugeMetricFamily(
-            "hoinghi_rooms", "Rooms open on this node", value=len(mgr.room_ids())
-        )
-        yield GaugeMetricFamily(
-            "hoinghi_participants", "Joined participants", value=mgr.participant_count()
-        )
-        yield GaugeMetricFamily("hoinghi_sessions", "Open websocket sessions", value=hub.sessions)
-        families: dict[str, GaugeMetricFamily] = {}
-        for room_id, router in mgr.routers().items():
-            try:
-                stats = router.stats()
-            except NotImplementedError:  # Router still a stub
-                continue
-            except Exception:
-                logger.exception("router stats failed room=%s", room_id)
-                continue
-            for key, value in _flatten(stats):
-                family = families.get(key)
-                if family is None:
-                    family = families[key] = GaugeMetricFamily(
-                        f"hoinghi_router_{key}", f"Router stat {key}", labels=["room"]
-                    )
-                family.add_metric([room_id], value)
-        yield from families.values()
 
 
 # One-entry cache: a broadcast hands the same message object to every peer in one synchronous
@@ -130,6 +65,22 @@ class Hub:
     manager: RoomManager
     metrics: Metrics
     sessions: int = 0
+    # live connections per token key (its jti, else a hash of the token)
+    token_uses: dict[str, int] = field(default_factory=dict)
+
+    def take_token(self, key: str) -> bool:
+        uses = self.token_uses.get(key, 0)
+        if uses >= self.config.max_connections_per_token:
+            return False
+        self.token_uses[key] = uses + 1
+        return True
+
+    def release_token(self, key: str) -> None:
+        uses = self.token_uses.get(key, 0) - 1
+        if uses > 0:
+            self.token_uses[key] = uses
+        else:
+            self.token_uses.pop(key, None)
 
 
 class Connection:
@@ -146,6 +97,10 @@ class Connection:
         self._participant: Participant | None = None
         self._joined = False
         self._left = False
+        # Counted in hub.token_uses while set: from the join until the socket is really gone,
+        # so a replaced session still counts while it closes and a leaked token cannot churn
+        # through joins (each one a broadcast to the whole conference).
+        self._token_key: str | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- rooms.manager.Peer ----------------------------------------------------------------------
@@ -179,6 +134,11 @@ class Connection:
         self._wake.set()
         self._closing.set()
 
+    def _release_token(self) -> None:
+        if self._token_key is not None:
+            self.hub.release_token(self._token_key)
+            self._token_key = None
+
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -205,6 +165,7 @@ class Connection:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.core.closed()
+            self._release_token()
             await self._leave("disconnected")
             self.hub.sessions -= 1
 
@@ -289,6 +250,9 @@ class Connection:
 
     async def _join(self, action: JoinRequest) -> None:
         grant, re = action.grant, action.message.id
+        if not self._take_token(grant, action.message.token or ""):
+            await self._fail(TooManyConnections(), re, "join")
+            return
         self._participant = Participant(
             id=grant.identity,
             room_id=grant.room,
@@ -313,6 +277,8 @@ class Connection:
                     [t.to_json() for t in snapshot.tracks],
                     [s.to_json() for s in self.hub.config.sfu.client_ice_servers],
                     self.hub.config.keepalive_s,
+                    floor=snapshot.floor,
+                    last_n=snapshot.last_n,
                 )
             )
 
@@ -321,6 +287,7 @@ class Connection:
         except Exception as exc:
             if not self._joined:
                 self._participant = None
+                self._release_token()  # the client may try again on this socket
             await self._fail(exc, re, "join")
             return
         try:
@@ -328,10 +295,30 @@ class Connection:
         except Exception as exc:
             await self._fail(exc, None, "auto-subscribe")
 
+    def _take_token(self, grant: Grant, token: str) -> bool:
+        key = grant.jti or hashlib.sha256(token.encode()).hexdigest()
+        if not self.hub.take_token(key):
+            return False
+        self._token_key = key
+        return True
+
     async def _request(self, msg: m.Message) -> None:
         mgr = self.hub.manager
         try:
-            if isinstance(msg, m.Publish):
+            if isinstance(msg, m.Control):
+                data = await mgr.control(self, msg.action, dict(msg.args))
+                self.send(m.roll_call(msg.id, data) if msg.action == "roll_call" and data
+                          else m.ok(msg.id))
+            elif isinstance(msg, m.FloorSnapshot):
+                self.send(m.floor_snapshot(msg.id, mgr.floor_snapshot(self)))
+            elif isinstance(msg, m.Quality):
+                quality = {"bitrate_kbps": msg.bitrate_kbps, "loss": msg.loss,
+                           "rtt_ms": msg.rtt_ms, "jitter_ms": msg.jitter_ms, "at": time.time()}
+                mgr.report_quality(self, quality)
+                self.send(m.ok(msg.id))
+            elif isinstance(msg, m.SetLastN):
+                self.send(m.last_n(msg.id, mgr.set_last_n(self, msg.n)))
+            elif isinstance(msg, m.Publish):
                 answer, new = await mgr.publish(self, msg.sdp, msg.sources)
                 mine = [
                     t
@@ -373,7 +360,12 @@ def create_app(config: SignalingConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         manager = RoomManager(
-            MemoryRoomStore(), config.sfu, max_participants=config.max_participants
+            MemoryRoomStore(),
+            config.sfu,
+            max_participants=config.max_participants,
+            last_n=config.last_n,
+            last_n_max=config.last_n_max,
+            max_speakers=config.max_speakers,
         )
         hub = Hub(config=config, manager=manager, metrics=Metrics())
         hub.metrics.watch(lambda: hub)
@@ -410,6 +402,7 @@ def create_app(config: SignalingConfig) -> Starlette:
         Route("/api/info", info),
         Route("/metrics", metrics),
         WebSocketRoute("/ws", ws_endpoint),
+        *api.routes(lambda: hub_box[0]),
     ]
     if config.web_root is not None and config.web_root.is_dir():
         routes.append(Mount("/", StaticFiles(directory=config.web_root, html=True), name="web"))

@@ -71,6 +71,7 @@ class Grant:
     expires_at: float
     name: str | None = None
     province: str | None = None
+    jti: str | None = None  # the token's id, when it has one: connections are counted by it
 
     @property
     def display_name(self) -> str:
@@ -101,6 +102,7 @@ def issue_token(
     ttl_s: float = 3600,
     grants: Mapping[str, bool] | Grants | None = None,
     now: float | None = None,
+    jti: str | None = None,
 ) -> str:
     """Sign a token. Raises ValueError for what verify_token would refuse anyway."""
     if not secret:
@@ -114,6 +116,7 @@ def issue_token(
         _check_text(room, "room", optional=False)
         _check_text(name, "name", optional=True)
         _check_text(province, "province", optional=True)
+        _check_text(jti, "jti", optional=True)
     except TokenInvalid as exc:
         raise ValueError(exc.message) from None
     issued = time.time() if now is None else now
@@ -129,6 +132,8 @@ def issue_token(
         claims["name"] = name
     if province is not None:
         claims["province"] = province
+    if jti is not None:
+        claims["jti"] = jti
     if grants is not None:
         claims["grants"] = grants.to_json() if isinstance(grants, Grants) else dict(grants)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -186,4 +191,5 @@ def verify_token(secret: str, token: str | None, now: float | None = None) -> Gr
         expires_at=float(exp),
         name=_check_text(claims.get("name"), "name", optional=True),
         province=_check_text(claims.get("province"), "province", optional=True),
+        jti=_check_text(claims.get("jti"), "jti", optional=True),
     )

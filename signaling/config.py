@@ -46,6 +46,16 @@ class SignalingConfig:
     # Default per room; a room's `max_participants` attribute overrides it. 1 chair, 34
     # provinces and 3,321 communes fit with room for operators and observers.
     max_participants: int = 5000
+    # Live websockets presenting the same token (its `jti`, else the token itself): a bridge
+    # reconnecting over a dead socket needs two; a third is refused (too_many_connections).
+    max_connections_per_token: int = 2
+    # Last-N: the video each subscriber gets besides the chair, the floor and the spotlight.
+    # Per room (POST /api/rooms `last_n`); `last_n_max` caps what a chair's console or an ops
+    # wall (observe_all) may ask for with set_last_n.
+    last_n: int = 4
+    last_n_max: int = 25
+    # Bridges that may hold the floor at once besides the chair (per room: `max_speakers`).
+    max_speakers: int = 1
     web_root: Path | None = field(default_factory=default_web_root)
 
     def __post_init__(self) -> None:
@@ -53,8 +63,11 @@ class SignalingConfig:
             raise ConfigError(f"{SECRET_ENV} is empty")
         if self.join_timeout_s <= 0 or self.keepalive_s <= 0 or self.keepalive_misses < 1:
             raise ConfigError("timeouts must be positive")
-        if self.max_message_bytes <= 0 or self.send_queue_max <= 0 or self.max_participants <= 0:
+        if (self.max_message_bytes <= 0 or self.send_queue_max <= 0 or self.max_participants <= 0
+                or self.max_connections_per_token <= 0 or self.max_speakers <= 0):
             raise ConfigError("limits must be positive")
+        if not 0 <= self.last_n <= self.last_n_max:
+            raise ConfigError("last_n must be from 0 to last_n_max")
 
     @property
     def silence_timeout_s(self) -> float:

@@ -14,6 +14,8 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_AUTH = 4001
 CLOSE_PROTOCOL = 4002
 CLOSE_ROOM = 4003
+CLOSE_REMOVED = 4004  # a moderator removed this identity; it may not rejoin until readmitted
+CLOSE_TOKEN_IN_USE = 4005  # too many live connections with the same token
 CLOSE_RATE = 4008
 CLOSE_REPLACED = 4009
 CLOSE_KEEPALIVE = 4010
@@ -149,9 +151,34 @@ class RoomLocked(SignalingError):
     close_code = CLOSE_ROOM
 
 
+class Removed(SignalingError):
+    code = "removed"
+    default_message = "removed from the conference by a moderator"
+    close_code = CLOSE_REMOVED
+
+
+class TooManyConnections(SignalingError):
+    code = "too_many_connections"
+    default_message = "too many live connections with this token"
+    close_code = CLOSE_TOKEN_IN_USE
+
+
 class Forbidden(SignalingError):
     code = "forbidden"
     default_message = "not allowed for this role"
+
+
+# --- conference control (docs/floor.md; FloorControl's refusals) --------------------------------
+
+
+class UnknownParticipant(SignalingError):
+    code = "unknown_participant"
+    default_message = "no such participant in the conference"
+
+
+class NotAllowedInState(SignalingError):
+    code = "not_allowed_in_state"
+    default_message = "not possible in the participant's current state"
 
 
 class Replaced(SignalingError):

@@ -10,15 +10,29 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from signaling.control_messages import (
+    CONTROL_PARSERS,
+    CONTROL_TYPES,
+    Control,
+    FloorSnapshot,
+    Quality,
+    SetLastN,
+)
 from signaling.errors import BadJson, BadMessage, Re, TooLarge, UnknownType
+from signaling.fields import JsonObject
+from signaling.fields import read_bool as _bool
+from signaling.fields import read_id as _read_id
+from signaling.fields import read_int as _int
+from signaling.fields import read_pc as _pc
+from signaling.fields import read_str as _str
+from signaling.fields import read_str_list as _str_list
+
+# The conference-control requests live in their own module; they are messages all the same.
+__all__ = ["CONTROL_TYPES", "Control", "FloorSnapshot", "JsonObject", "Quality", "SetLastN"]
 
 PROTOCOL = 1
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_ID_CHARS = 64
 SOURCES = ("camera", "microphone", "screen")
-PCS = ("publisher", "subscriber")
-
-JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,10 @@ class Leave:
     id: Re
 
 
-Message = Join | Publish | Answer | Subscribe | Unsubscribe | Trickle | Mute | Ping | Leave
+Message = (
+    Join | Publish | Answer | Subscribe | Unsubscribe | Trickle | Mute | Ping | Leave
+    | Control | FloorSnapshot | Quality | SetLastN
+)  # fmt: skip
 
 
 # --- size ------------------------------------------------------------------------------------
@@ -95,58 +112,6 @@ def check_size(frame: str | bytes, limit: int = MAX_MESSAGE_BYTES) -> None:
         raise TooLarge()
     if isinstance(frame, str) and n * 4 > limit and len(frame.encode("utf-8", "replace")) > limit:
         raise TooLarge()
-
-
-# --- field readers: each names the field in its error so a client author sees what was wrong ----
-
-
-def _str(obj: JsonObject, key: str, re: Re, *, optional: bool = False) -> Any:
-    value = obj.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise BadMessage(f"'{key}' must be a string", re=re)
-    return value
-
-
-def _bool(obj: JsonObject, key: str, re: Re, default: bool) -> bool:
-    value = obj.get(key, default)
-    if not isinstance(value, bool):
-        raise BadMessage(f"'{key}' must be true or false", re=re)
-    return value
-
-
-def _int(obj: JsonObject, key: str, re: Re) -> int:
-    value = obj.get(key)
-    # bool is an int in Python but not in JSON's sense
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadMessage(f"'{key}' must be an integer", re=re)
-    return value
-
-
-def _str_list(obj: JsonObject, key: str, re: Re) -> tuple[str, ...]:
-    value = obj.get(key)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadMessage(f"'{key}' must be a list of strings", re=re)
-    return tuple(value)
-
-
-def _pc(obj: JsonObject, re: Re, allowed: tuple[str, ...] = PCS) -> str:
-    pc = obj.get("pc")
-    if pc not in allowed:
-        raise BadMessage(f"'pc' must be one of {', '.join(allowed)}", re=re)
-    return str(pc)
-
-
-def _read_id(obj: JsonObject) -> Re:
-    if "id" not in obj or obj["id"] is None:
-        return None
-    value = obj["id"]
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise BadMessage("'id' must be a string or an integer")
-    if len(str(value)) > MAX_ID_CHARS:
-        raise BadMessage("'id' is over 64 characters")
-    return value
 
 
 # --- per type ----------------------------------------------------------------------------------
@@ -213,6 +178,7 @@ _PARSERS = {
     "mute": _mute,
     "ping": lambda o, re: Ping(id=re),
     "leave": lambda o, re: Leave(id=re),
+    **CONTROL_PARSERS,
 }
 TYPES = frozenset(_PARSERS)
 
@@ -267,8 +233,8 @@ def pong(re: Re) -> JsonObject:
     return _with_re({"type": "pong"}, re)
 
 
-def left() -> JsonObject:
-    return {"type": "left"}
+def left(re: Re = None) -> JsonObject:
+    return _with_re({"type": "left"}, re)
 
 
 def joined(
@@ -279,21 +245,25 @@ def joined(
     tracks: list[JsonObject],
     ice_servers: list[JsonObject],
     keepalive_s: float,
+    floor: JsonObject | None = None,
+    last_n: int | None = None,
 ) -> JsonObject:
-    return _with_re(
-        {
-            "type": "joined",
-            "protocol": PROTOCOL,
-            "room": {"id": room_id},
-            "participant": participant,
-            "participants": participants,
-            "tracks": tracks,
-            "ice_servers": ice_servers,
-            # an integer when it is one: clients compute timers from it
-            "keepalive_s": int(keepalive_s) if float(keepalive_s).is_integer() else keepalive_s,
-        },
-        re,
-    )
+    msg: JsonObject = {
+        "type": "joined",
+        "protocol": PROTOCOL,
+        "room": {"id": room_id},
+        "participant": participant,
+        "participants": participants,
+        "tracks": tracks,
+        "ice_servers": ice_servers,
+        # an integer when it is one: clients compute timers from it
+        "keepalive_s": int(keepalive_s) if float(keepalive_s).is_integer() else keepalive_s,
+    }
+    if floor is not None:
+        msg["floor"] = floor
+    if last_n is not None:
+        msg["last_n"] = last_n
+    return _with_re(msg, re)
 
 
 def publisher_answer(re: Re, sdp: str, tracks: list[JsonObject]) -> JsonObject:
@@ -304,12 +274,15 @@ def subscriber_offer(sdp: str, mids: dict[str, str]) -> JsonObject:
     return {"type": "offer", "pc": "subscriber", "sdp": sdp, "mids": dict(mids)}
 
 
-def participant_joined(participant: JsonObject) -> JsonObject:
-    return {"type": "participant_joined", "participant": participant}
+def participant_joined(participant: JsonObject, **logged: Any) -> JsonObject:
+    """`logged`: `seq`, `time`, `invited` when the join is in the conference's event log."""
+    return {"type": "participant_joined", "participant": participant, **logged}
 
 
-def participant_left(participant_id: str, reason: str) -> JsonObject:
-    return {"type": "participant_left", "participant_id": participant_id, "reason": reason}
+def participant_left(participant_id: str, reason: str, **logged: Any) -> JsonObject:
+    """`logged`: `seq`, `time`, `actor` when the leave is in the conference's event log."""
+    return {"type": "participant_left", "participant_id": participant_id, "reason": reason,
+            **logged}
 
 
 def track_published(track: JsonObject) -> JsonObject:
@@ -322,3 +295,36 @@ def track_unpublished(track_id: str) -> JsonObject:
 
 def track_muted(track_id: str, muted: bool) -> JsonObject:
     return {"type": "track_muted", "track_id": track_id, "muted": muted}
+
+
+# --- conference control (docs/floor.md) ----------------------------------------------------------
+
+
+def floor_event(
+    kind: str, seq: int, time: float, actor: str | None, participant_id: str | None,
+    details: JsonObject,
+) -> JsonObject:
+    """One conference-log event, as every participant receives it."""
+    return {"type": kind, "seq": seq, "time": time, "actor": actor,
+            "participant_id": participant_id, **details}
+
+
+def floor_state(state: JsonObject) -> JsonObject:
+    """A participant's own speak state (FloorControl.state_of, without its id)."""
+    return {"type": "floor_state", **{k: v for k, v in state.items() if k != "id"}}
+
+
+def floor_snapshot(re: Re, snapshot: JsonObject) -> JsonObject:
+    return _with_re({"type": "floor_snapshot", **snapshot}, re)
+
+
+def roll_call(re: Re, data: JsonObject) -> JsonObject:
+    return _with_re({"type": "roll_call", **data}, re)
+
+
+def dominant_speaker(participant_id: str) -> JsonObject:
+    return {"type": "dominant_speaker", "participant_id": participant_id}
+
+
+def last_n(re: Re, n: int) -> JsonObject:
+    return _with_re({"type": "last_n", "n": n}, re)

@@ -201,7 +201,7 @@ class SessionCore:
             return [Send(m.pong(msg.id))]
         if isinstance(msg, m.Leave):
             self.state = State.CLOSED
-            return [Request(msg), Send(m.left()), Close(CLOSE_NORMAL, "left")]
+            return [Request(msg), Send(m.left(msg.id)), Close(CLOSE_NORMAL, "left")]
         self._authorize(msg)
         return [Request(msg)]
 

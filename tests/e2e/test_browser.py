@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import HOINGHI, screenshot
+from .conftest import HOINGHI, PAGE_LOGS, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -146,6 +146,7 @@ async def test_chair_and_two_bridges(server: Any, pages: Any) -> None:
     assert "Xã Hiền Lương" in await chair.text_content("#control-target")
 
     # The bridge view: chair large, the other bridge as a thumbnail.
+    await wait_for(a, "id => window.hoinghi.layout().thumbnails.includes(id)", BRIDGE_B)
     layout = await a.evaluate("() => window.hoinghi.layout()")
     assert layout["chair"] == CHAIR and BRIDGE_B in layout["thumbnails"]
 
@@ -164,11 +165,6 @@ async def test_chair_and_two_bridges(server: Any, pages: Any) -> None:
         chair, "id => window.hoinghi.roster().find(e => e.id === id).audio.muted", BRIDGE_A
     )
     await chair.locator(f'#roster [data-participant-id="{BRIDGE_A}"] .av.muted').wait_for()
-
-    # Floor hook (floor control is not in protocol v1): the speaker tile follows it.
-    await a.evaluate("id => window.hoinghi.debug.inject({type: 'floor', holder: id})", BRIDGE_B)
-    await wait_for(a, "id => window.hoinghi.layout().speaker === id", BRIDGE_B)
-    await a.locator(f'#speaker-slot [data-participant-id="{BRIDGE_B}"]').wait_for()
 
     # Own connection quality is measured and shown.
     await wait_for(a, "() => window.hoinghi.quality().up_kbps > 0")
@@ -233,6 +229,52 @@ async def test_bridge_reconnects(server: Any, pages: Any) -> None:
     await wait_for(a, "id => window.hoinghi.layout().chair === id", CHAIR)
     await screenshot(a, test, "bridge-after-reconnect")
     await screenshot(chair, test, "chair")
+
+
+async def test_floor_control(server: Any, pages: Any) -> None:
+    """docs/floor.md end to end: the chair gives the floor, every bridge shows the speaker; a
+    bridge raises its hand; the roll call brings each bridge's own quality to the roster."""
+    chair = await pages.open("chair", server.token(ROOM, CHAIR, "chair", name="Trung ương"))
+    a = await pages.open(
+        "bridge-a", server.token(ROOM, BRIDGE_A, "commune", name="Xã Hiền Lương", province="PT")
+    )
+    b = await pages.open(
+        "bridge-b", server.token(ROOM, BRIDGE_B, "province", name="Tỉnh Quảng Ninh", province="QN")
+    )
+    for page in (chair, a, b):
+        await wait_connected(page)
+    if not await chair.evaluate("() => window.hoinghi.floor().supported"):
+        pytest.skip("this server sends no `joined.floor`: floor control not there yet")
+
+    await chair.click(f'#roster [data-participant-id="{BRIDGE_B}"]')
+    await chair.click("#control-buttons [data-control='floor']")
+    for page in (a, chair):
+        await wait_for(page, "id => window.hoinghi.floor().holder === id", BRIDGE_B)
+    await a.locator(f'#speaker-slot [data-participant-id="{BRIDGE_B}"]').wait_for()
+    await wait_frames_grow(a, f"{BRIDGE_B}/camera")  # the speaker is seen
+    await b.locator("#floor-state[data-state='floor']").wait_for()
+    await wait_for(chair, "id => window.hoinghi.roster().find(e => e.id === id).floor", BRIDGE_B)
+    assert "Thu hồi" in await chair.text_content("#control-buttons [data-control='floor']")
+
+    await a.click("#hand")
+    await a.locator("#floor-state[data-state='hand_raised']").wait_for()
+    await chair.locator(f'#hands [data-participant-id="{BRIDGE_A}"]').wait_for()
+    await wait_for(
+        chair, "id => window.hoinghi.roster().find(e => e.id === id).hand === 1", BRIDGE_A
+    )
+
+    # Quality as the bridge itself reports it, through the roll call.
+    await wait_for(
+        chair,
+        """id => (window.hoinghi.roster().find(e => e.id === id).quality || {})
+        .source === 'client'""",
+        BRIDGE_A,
+    )
+    for name, page in (("chair", chair), ("bridge-a", a), ("bridge-b", b)):
+        await screenshot(page, "floor", name)
+
+    await chair.click("#control-buttons [data-control='floor']")  # take it back
+    await wait_for(a, "() => window.hoinghi.floor().holder === null")
 
 
 async def test_replaced_and_expired_sessions_do_not_retry(server: Any, pages: Any) -> None:
@@ -301,6 +343,8 @@ async def test_python_bridge_and_browser(server: Any, pages: Any) -> None:
                     proc.kill()
                     await proc.wait()
     summary = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
+    PAGE_LOGS.mkdir(parents=True, exist_ok=True)
+    (PAGE_LOGS / "python-probe.json").write_text(json.dumps(summary, indent=1) + "\n")
     assert checker.returncode == 0, f"python probe: {summary} {err.decode()[-2000:]}"
     assert summary["ok"] and summary["frames"] >= 30, summary
     assert summary["invalid_frames"] == 0, summary

@@ -132,15 +132,15 @@ async def test_browser_pattern_reads_as_clients_media_pattern(page: Any) -> None
                                     {muted: true, srcObject: new MediaStream([track])});
         await video.play();
         const out = [];
-        const canvas = new OffscreenCanvas(640, 480);
+        const canvas = new OffscreenCanvas(320, 240);
         const ctx = canvas.getContext("2d", {willReadFrequently: true});
         while (out.length < 3) {  // one grab per new video frame
             await new Promise(r => video.requestVideoFrameCallback(r));
             ctx.drawImage(video, 0, 0);
-            const rgba = ctx.getImageData(0, 0, 640, 480).data;
+            const rgba = ctx.getImageData(0, 0, 320, 240).data;
             let gray = "";  // the pattern is gray: one channel is the picture
             for (let k = 0; k < rgba.length; k += 4) gray += String.fromCharCode(rgba[k]);
-            out.push({w: 640, h: 480, gray: btoa(gray)});
+            out.push({w: 320, h: 240, gray: btoa(gray)});
         }
         track.stop();
         return out;

@@ -36,9 +36,14 @@ class RecordingPeer:
     """A rooms.manager.Peer that records what it is sent and how it is closed."""
 
     def __init__(
-        self, pid: str, room: str = ROOM, grants: frozenset[str] = ALL, auto: bool = True
+        self,
+        pid: str,
+        room: str = ROOM,
+        grants: frozenset[str] = ALL,
+        auto: bool = True,
+        role: str = "commune",
     ) -> None:
-        self.participant = Participant(pid, room, "commune", pid, grants=grants)
+        self.participant = Participant(pid, room, role, pid, grants=grants)
         self.auto_subscribe = auto
         self.inbox: list[dict[str, Any]] = []
         self.closed_with: tuple[int, str] | None = None
@@ -123,11 +128,10 @@ async def test_router_per_room_closed_when_empty_and_events_in_order(
 
     seen_by_b = len(b.inbox)
     await mgr.leave(a, "left")
-    assert b.inbox[seen_by_b:] == [
-        m.track_unpublished("a/microphone"),
-        m.track_unpublished("a/camera"),
-        m.participant_left("a", "left"),
-    ]
+    *unpublished, left = b.inbox[seen_by_b:]
+    assert unpublished == [m.track_unpublished("a/microphone"), m.track_unpublished("a/camera")]
+    # the leave is in the conference's event log: its seq, time and actor come with it
+    assert left == m.participant_left("a", "left", seq=3, time=left["time"], actor="a")
     assert router.tracks() == [] and "a" not in router.publishers
     assert a_pub.signalingState == "closed"
     assert len(a.inbox) == 4  # nothing reaches a peer after it left
@@ -253,10 +257,10 @@ async def test_room_full_and_locked() -> None:
         await mgr.set_room_attributes(ROOM, {"locked": True, "max_participants": 10})
         with pytest.raises(RoomLocked):
             await admit(mgr, RecordingPeer("c"))
-        op = RecordingPeer("op", grants=frozenset({"subscribe", "moderate"}))
+        op = RecordingPeer("op", grants=frozenset({"subscribe", "moderate"}), role="operator")
         await admit(mgr, op)  # a moderator gets into a locked room
         assert mgr.participant_count() == 2 and the_router(mgr) is router
-        assert again.types() == ["joined", "participant_joined"]
+        assert again.types() == ["joined", "room_locked", "participant_joined"]
     finally:
         await mgr.close()
     assert mgr.routers() == {} and router._closed

@@ -61,9 +61,20 @@ async def assert_still_served(
     assert event["participant"]["id"] == newcomer_id
     await newcomer.send({"type": "leave"})
     event = await bystander.wait_type("participant_left")
-    assert event == {"type": "participant_left", "participant_id": newcomer_id, "reason": "left"}
+    # seq/time/actor: its place in the conference's event log (docs/signaling.md)
+    assert logged(event) == {
+        "type": "participant_left",
+        "participant_id": newcomer_id,
+        "reason": "left",
+    }
+    assert event["actor"] == newcomer_id and isinstance(event["seq"], int)
     await bystander.ping()
     assert server.alive()
+
+
+def logged(event: dict[str, Any]) -> dict[str, Any]:
+    """An event without the fields every logged event carries (seq, time, actor)."""
+    return {k: v for k, v in event.items() if k not in ("seq", "time", "actor")}
 
 
 def http_get(server: ServerProcess, path: str) -> tuple[int, str, str]:
@@ -127,6 +138,25 @@ async def test_join_returns_joined_with_the_documented_content(
         "tracks": [],
         "ice_servers": [],
         "keepalive_s": 15,
+        "floor": {
+            "seq": 1,  # this join
+            "locked": False,
+            "max_speakers": 1,
+            "chairs": ["hanoi-hq"],
+            "floor": [],
+            "hands": [],
+            "muted": [],
+            "spotlight": None,
+            "you": {
+                "id": "hanoi-hq",
+                "state": "always",
+                "hand_position": None,
+                "floor": True,
+                "muted": False,
+                "audio_allowed": True,
+            },
+        },
+        "last_n": 4,
     }
     await client.ping()
 
@@ -160,7 +190,11 @@ async def test_participants_see_each_other_join_and_leave(
     code, got = await commune.closed()
     assert (code, got) == (1000, [{"type": "left"}])
     event = await chair.wait_type("participant_left")
-    assert event == {"type": "participant_left", "participant_id": "xa-001", "reason": "left"}
+    assert logged(event) == {
+        "type": "participant_left",
+        "participant_id": "xa-001",
+        "reason": "left",
+    }
 
     # closing the socket without leave: `disconnected`
     observer, _ = await joined(connect_ws, module_server, room, "obs", "observer")

@@ -95,6 +95,23 @@ def test_every_documented_client_type_is_known() -> None:
         "mute",
         "ping",
         "leave",
+        # conference control (docs/signaling.md, "Conference control")
+        "raise_hand",
+        "lower_hand",
+        "give_floor",
+        "take_floor",
+        "mute_participant",
+        "unmute_participant",
+        "mute_all",
+        "spotlight",
+        "lock_room",
+        "unlock_room",
+        "remove_participant",
+        "readmit_participant",
+        "roll_call",
+        "floor_snapshot",
+        "quality",
+        "set_last_n",
     } == m.TYPES
 
 

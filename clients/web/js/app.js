@@ -6,6 +6,7 @@ import { Conference } from "./signaling.js";
 import {
   AudioSink, BRIDGE_VIDEO, StatsSampler, Tile, formatQuality, getLocalMedia,
 } from "./media.js";
+import { FloorState } from "./floor.js";
 import { SubscriptionManager } from "./policy.js";
 import { ROLE_LABEL, decodeToken, forgetToken, isExpired, takeToken, viewFor } from "./token.js";
 
@@ -53,7 +54,8 @@ export async function boot(view, { video = BRIDGE_VIDEO } = {}) {
   const conference = new Conference({
     baseUrl: params.get("server") || location.origin, token, autoSubscribe,
   });
-  const app = { view, claims, params, conference, pinned: new Set(), floorHolder: null };
+  const app = { view, claims, params, conference, pinned: new Set(), qualityReports: true };
+  app.floor = new FloorState(conference);
   app.subscriptions = autoSubscribe ? null : new SubscriptionManager(conference, () => new Set());
   app.stats = new StatsSampler(conference, 1000);
   app.audio = new AudioSink($("#audio"), $("#unlock-audio"));
@@ -141,18 +143,27 @@ function bindQuality(app) {
     const q = ev.detail;
     el.textContent = formatQuality(q);
     el.dataset.grade = q.grade;
-    // Proposed protocol addition (see the report): the chair's roster shows each bridge's own
-    // view of its link. Only sent when the server advertises it, so today's server never
-    // answers unknown_type.
-    const now = Date.now();
-    if (app.conference.features.has("quality") && now - (app.lastQualityAt || 0) >= QUALITY_REPORT_MS) {
-      app.lastQualityAt = now;
-      app.conference.notify({ type: "quality", bitrate_kbps: q.up_kbps + q.down_kbps,
-        up_kbps: q.up_kbps, down_kbps: q.down_kbps,
-        loss: q.loss == null ? null : Number(q.loss.toFixed(4)), rtt_ms: q.rtt_ms });
-    }
+    reportQuality(app, q);
   });
   app.stats.start();
+}
+
+// `quality` (docs/floor.md): the bridge's own view of its link, shown in the chair's roll
+// call next to what the server measures. A server that does not know the message answers
+// unknown_type once, and we stop.
+function reportQuality(app, q) {
+  const conf = app.conference;
+  const now = Date.now();
+  if (!app.qualityReports || conf.state !== "connected" || q.rtt_ms == null) return;
+  if (now - (app.lastQualityAt || 0) < QUALITY_REPORT_MS) return;
+  app.lastQualityAt = now;
+  const jitters = [...app.stats.tracks.values()].map((t) => t.jitter_ms).filter((j) => j != null);
+  const report = { type: "quality", bitrate_kbps: q.up_kbps + q.down_kbps,
+    loss: Math.min(1, q.loss ?? 0), rtt_ms: q.rtt_ms };
+  if (jitters.length) report.jitter_ms = Math.max(...jitters);
+  conf.request(report).catch((err) => {
+    if (err.code === "unknown_type" || err.code === "bad_message") app.qualityReports = false;
+  });
 }
 
 function bindMuteButtons(app, canPublish) {
@@ -202,6 +213,10 @@ function installHook(app) {
     states, // every state the page went through, in order
     framesDecoded: () => app.stats.framesDecoded(),
     quality: () => ({ ...app.stats.summary }),
+    floor: () => ({ supported: app.floor.supported, holder: app.floor.holder,
+      holders: [...app.floor.holders], hands: app.floor.hands.map((h) => h.id),
+      muted: [...app.floor.muted], locked: app.floor.locked, spotlight: app.floor.spotlight,
+      dominant: app.floor.dominant, you: app.floor.you }),
     muted: () => ({ microphone: conf.isMuted("microphone"), camera: conf.isMuted("camera") }),
     remoteTracks: () => [...conf.remote.keys()],
     participants: () => [...conf.participants.values()],

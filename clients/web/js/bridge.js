@@ -28,9 +28,11 @@ function start(app) {
     audio: Number(app.params.get("audio")) || LIMITS.audio,
   };
   if (app.subscriptions) {
+    // Floor holders, the spotlight and the dominant speaker are seen and heard first.
     app.subscriptions.policy = (c) => desiredSubscriptions({
       tracks: c.tracks.values(), participants: c.participants, selfId: c.self?.id,
-      floorHolder: app.floorHolder, pinned: app.pinned, limits,
+      pinned: [...app.floor.holders, app.floor.spotlight, app.floor.dominant].filter(Boolean),
+      limits,
     });
   }
 
@@ -46,7 +48,9 @@ function start(app) {
     const selfId = conf.self?.id;
     const people = [...conf.participants.values()].filter((p) => p.id !== selfId);
     const chair = people.find((p) => p.role === "chair") || null;
-    const holder = app.floorHolder;
+    // The floor holder; without one, whoever the server hears speaking.
+    const holder = app.floor.holder || app.floor.dominant;
+    const speaking = app.floor.holder ? "Đang phát biểu" : "Đang nói";
 
     if (chair) {
       chairTile.set({ title: label(chair), subtitle: "Chủ trì", placeholder: "Đang chờ hình từ chủ trì…" });
@@ -65,7 +69,7 @@ function start(app) {
       const cam = conf.localTracks.find((t) => t.source === "camera");
       speakerTile.setTrack(cam ? { trackId: "local/camera", track: cam.track } : null);
     } else if (speaker) {
-      speakerTile.set({ title: label(speaker), subtitle: `Đang phát biểu · ${sub(speaker)}`,
+      speakerTile.set({ title: label(speaker), subtitle: `${speaking} · ${sub(speaker)}`,
         placeholder: "Đang chờ hình…" });
       speakerTile.setTrack(videoOf(speaker.id));
       badges(speakerTile, speaker.id);
@@ -112,18 +116,39 @@ function start(app) {
     conf.addEventListener(type, rerender);
   }
 
-  // Floor-control hook. Protocol v1 has no floor messages; the proposal is a server event
-  // {"type": "floor", "holder": "<participant id>" | null}. Signaling re-emits any unknown
-  // message type under its own name, so this lights up when the server starts sending it.
-  function onFloor(holder) {
-    app.floorHolder = holder || null;
+  // Floor control (docs/floor.md): any change re-plans subscriptions and the layout.
+  function onFloor() {
     app.subscriptions?.sync(); // the floor holder's audio and video become priority
     rerender();
+    renderOwnFloor();
   }
-  conf.addEventListener("floor", (ev) => onFloor(ev.detail.holder));
+  app.floor.addEventListener("change", onFloor);
 
-  window.hoinghi.layout = () => ({ ...shown, floorHolder: app.floorHolder });
-  window.hoinghi.onFloor = onFloor;
+  // This bridge's own speak state, and its hand.
+  const hand = $("#hand");
+  function renderOwnFloor() {
+    const you = app.floor.you;
+    const el = $("#floor-state");
+    const text = !you ? ""
+      : you.muted ? "Chủ trì đã tắt tiếng điểm cầu"
+        : you.state === "floor" ? "Đang được phát biểu"
+          : you.state === "hand_raised" ? `Đang giơ tay (thứ ${you.hand_position ?? "?"})` : "";
+    el.textContent = text;
+    el.hidden = !text;
+    el.dataset.state = you?.state || "";
+    el.dataset.muted = String(!!you?.muted);
+    const canHand = app.floor.supported && you && ["idle", "hand_raised"].includes(you.state);
+    hand.hidden = !canHand;
+    hand.textContent = you?.state === "hand_raised" ? "Hạ tay" : "Giơ tay";
+    hand.setAttribute("aria-pressed", String(you?.state === "hand_raised"));
+  }
+  hand.addEventListener("click", () => {
+    const type = app.floor.you?.state === "hand_raised" ? "lower_hand" : "raise_hand";
+    conf.request({ type }).catch((err) => console.warn(type, err));
+  });
+
+  window.hoinghi.layout = () => ({ ...shown, floorHolder: app.floor.holder });
   render();
+  renderOwnFloor();
   conf.start();
 }

@@ -1,34 +1,14 @@
 // Chair console (chair and operator roles): the roster of every bridge, a focus tile for the
-// selected bridge, the floor holder, a wall of thumbnails, and conference controls as the
-// server gains them.
+// selected bridge, the floor holder, a wall of thumbnails, and the conference controls.
 
 import { $, boot, scheduler } from "./app.js";
+import { ControlPanel, pollRollCall } from "./controls.js";
 import { Tile } from "./media.js";
 import { desiredSubscriptions } from "./policy.js";
 import { Roster, RosterView, compareEntries } from "./roster.js";
 import { ROLE_LABEL } from "./token.js";
 
 const LIMITS = { video: 24, audio: 12 }; // the wall; see policy.js
-
-// Conference controls. None is in protocol v1: each names the server feature (advertised in
-// `joined.features`, proposed) that enables it and the message it would send, so a control
-// lights up without client changes once the server implements the message as proposed.
-const CONTROLS = [
-  { key: "floor_grant", feature: "floor", label: "Trao quyền phát biểu", target: true,
-    message: (id) => ({ type: "floor_grant", participant_id: id }) },
-  { key: "floor_revoke", feature: "floor", label: "Thu hồi quyền phát biểu", target: false,
-    message: () => ({ type: "floor_revoke" }) },
-  { key: "mute_participant", feature: "moderate", label: "Tắt mic điểm cầu", target: true,
-    message: (id) => ({ type: "mute_participant", participant_id: id, source: "microphone" }) },
-  { key: "mute_all", feature: "moderate", label: "Tắt mic tất cả", target: false,
-    message: () => ({ type: "mute_all", source: "microphone" }) },
-  { key: "remove_participant", feature: "moderate", label: "Mời rời hội nghị", target: true,
-    message: (id) => ({ type: "remove_participant", participant_id: id }) },
-  { key: "lock_room", feature: "lock", label: "Khoá phòng", target: false,
-    message: () => ({ type: "lock_room", locked: true }) },
-  { key: "record_start", feature: "record", label: "Bắt đầu ghi hình", target: false,
-    message: () => ({ type: "record_start" }) },
-];
 
 const app = await boot("chair.html", { video: {
   width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 25, max: 30 } } });
@@ -55,7 +35,9 @@ function start(app) {
     // The selected bridge is pinned: the chair always gets its audio and video.
     app.subscriptions.policy = (c) => desiredSubscriptions({
       tracks: c.tracks.values(), participants: c.participants, selfId: c.self?.id,
-      floorHolder: app.floorHolder, pinned: selected ? [selected] : [], limits,
+      pinned: [selected, ...app.floor.holders, app.floor.spotlight, app.floor.dominant]
+        .filter(Boolean),
+      limits,
     });
   }
 
@@ -71,7 +53,7 @@ function start(app) {
     view.select(id);
     app.subscriptions?.sync();
     rerender();
-    renderControls();
+    controls.render();
   }
 
   function renderStage() {
@@ -83,7 +65,7 @@ function start(app) {
     // Until the chair picks a bridge, the big tile follows the floor holder, else the first
     // bridge on the wall: the largest area of the console is never left empty.
     const auto = !selected;
-    const focusId = selected || app.floorHolder || people[0]?.id || null;
+    const focusId = selected || app.floor.holder || people[0]?.id || null;
     const focus = focusId && conf.participants.get(focusId);
     if (focus) {
       focusTile.set({ title: focus.name || focus.id,
@@ -98,9 +80,11 @@ function start(app) {
     }
     focusTile.el.dataset.participantId = focus ? focus.id : "";
 
-    const holder = app.floorHolder && conf.participants.get(app.floorHolder);
+    const holderId = app.floor.holder || app.floor.dominant;
+    const holder = holderId && conf.participants.get(holderId);
+    const speaking = app.floor.holder ? "Đang phát biểu" : "Đang nói";
     speakerTile.set(holder
-      ? { title: holder.name || holder.id, subtitle: `Đang phát biểu · ${describe(holder)}`, placeholder: "Đang chờ hình…" }
+      ? { title: holder.name || holder.id, subtitle: `${speaking} · ${describe(holder)}`, placeholder: "Đang chờ hình…" }
       : { title: "Người phát biểu", subtitle: "", placeholder: "Chưa có điểm cầu nào được phát biểu" });
     speakerTile.setTrack(holder ? videoOf(holder.id) : null);
     speakerTile.el.dataset.participantId = holder ? holder.id : "";
@@ -126,7 +110,7 @@ function start(app) {
 
   function renderRoster() {
     roster.sync(conf, conf.self?.id);
-    const { total, online } = view.render(roster.list());
+    const { total, online } = view.render(roster.list(app.floor));
     $("#roster-count").textContent = `${online}/${total} điểm cầu trực tuyến`;
   }
 
@@ -155,61 +139,41 @@ function start(app) {
     renderRoster();
   });
 
-  // Proposed server event: {"type": "participant_quality", "participant_id", "bitrate_kbps",
-  // "loss", "rtt_ms"}, relayed to moderators from each bridge's `quality` message.
-  conf.addEventListener("participant_quality", (ev) => {
-    const { participant_id: id, bitrate_kbps, loss, rtt_ms } = ev.detail;
-    roster.setReported(id, { bitrate_kbps, loss, rtt_ms });
+  // Roll call: invited bridges that are missing, and each bridge's reported quality.
+  pollRollCall(conf, (rows) => {
+    roster.applyRollCall(rows);
     rerender();
   });
 
-  // Floor-control hook (see bridge.js): {"type": "floor", "holder": id | null}.
-  function onFloor(holder) {
-    app.floorHolder = holder || null;
+  // Floor control (docs/floor.md): re-plan subscriptions, redraw stage, roster and controls.
+  function onFloor() {
     app.subscriptions?.sync();
     rerender();
+    controls.render();
   }
-  conf.addEventListener("floor", (ev) => onFloor(ev.detail.holder));
+  app.floor.addEventListener("change", onFloor);
 
   $("#roster-search").addEventListener("input", (ev) => view.setQuery(ev.target.value));
   $("#roster-problems").addEventListener("change", (ev) => view.setProblemsOnly(ev.target.checked));
 
-  function renderControls() {
-    const box = $("#control-buttons");
-    box.replaceChildren(...CONTROLS.map((c) => {
-      const btn = document.createElement("button");
-      btn.type = "button";
-      btn.dataset.control = c.key;
-      btn.textContent = c.label;
-      const supported = conf.features.has(c.feature);
-      btn.disabled = !supported || (c.target && !selected);
-      btn.title = supported ? "" : "Máy chủ chưa hỗ trợ (chưa có trong giao thức v1)";
-      btn.addEventListener("click", () => control(c.key));
-      return btn;
-    }));
-    const p = selected && conf.participants.get(selected);
-    $("#control-target").textContent = p ? p.name || p.id : "—";
+  const controls = new ControlPanel({
+    conference: conf, floor: app.floor, buttons: $("#control-buttons"), hands: $("#hands"),
+    target: $("#control-target"), getTarget: () => selected,
+  });
+  for (const type of ["joined", "participant_joined", "participant_left"]) {
+    conf.addEventListener(type, () => controls.render());
   }
-
-  async function control(key, target = selected) {
-    const c = CONTROLS.find((x) => x.key === key);
-    if (!c) throw new Error(`unknown control ${key}`);
-    return conf.request(c.message(target));
-  }
-  conf.addEventListener("joined", renderControls);
 
   Object.assign(window.hoinghi, {
-    roster: () => roster.list(),
+    roster: () => roster.list(app.floor),
     select,
-    onFloor,
-    control,
-    controls: () => CONTROLS.map((c) => ({ key: c.key, feature: c.feature,
-      enabled: conf.features.has(c.feature) })),
+    controls: () => controls.state(),
+    control: (key) => controls.run(key),
     setExpected: (list) => { roster.setExpected(list); rerender(); },
     layout: () => ({ selected, focus: focusTile.el.dataset.participantId || null,
-      floorHolder: app.floorHolder, wall: [...wall.keys()] }),
+      floorHolder: app.floor.holder, wall: [...wall.keys()] }),
   });
-  renderControls();
+  controls.render();
   render();
   conf.start();
 }

@@ -139,6 +139,7 @@ export class StatsSampler extends EventTarget {
         width: inbound.frameWidth || 0,
         height: inbound.frameHeight || 0,
         audioLevel: inbound.audioLevel ?? null,
+        jitter_ms: inbound.jitter != null ? Math.round(inbound.jitter * 1000) : null,
         kbps: dt > 0 ? Math.round((dBytes * 8) / dt / 1000) : 0,
         loss: dLost + dRecv > 0 ? dLost / (dLost + dRecv) : 0,
         prev: { at: now, bytes: inbound.bytesReceived, lost: inbound.packetsLost || 0,

@@ -57,16 +57,19 @@ export class Roster extends EventTarget {
     }
   }
 
-  // Hook for a list of invited bridges (not in protocol v1: see the report). With it the
-  // roster shows who is missing, not only who is there.
+  // Invited bridges: with them the roster shows who is missing, not only who is there.
   setExpected(list) {
     this.expected = new Map(list.map((p) => [p.id, p]));
   }
 
-  // Quality as the bridge itself reports it (proposed `participant_quality` event).
-  setReported(id, q) {
-    const e = this.entries.get(id);
-    if (e) e.reported = q;
+  // A roll call (docs/floor.md): the invited list, and each bridge's quality as the bridge
+  // reports it (`client`) or, failing that, as the server measures it (`server`).
+  applyRollCall(rows) {
+    this.setExpected(rows.filter((r) => r.invited));
+    for (const r of rows) {
+      const e = this.entries.get(r.id);
+      if (e) e.reported = pickQuality(r.quality);
+    }
   }
 
   // Quality as measured by the chair on what it receives from that bridge (downlink from the
@@ -76,26 +79,43 @@ export class Roster extends EventTarget {
     if (e) e.measured = q;
   }
 
-  list() {
+  list(floor = null) {
     return [...this.entries.values()].map((e) => {
       const q = e.reported || e.measured;
       return {
+        floor: !!floor?.holders.includes(e.id), hand: floor?.handPosition(e.id) ?? null,
+        serverMuted: !!floor?.muted.has(e.id),
         id: e.id, name: e.name, role: e.role, province: e.province,
         connected: e.present, status: status(e),
         audio: e.tracks.microphone ? { published: true, muted: e.tracks.microphone.muted }
           : { published: false, muted: null },
         video: e.tracks.camera ? { published: true, muted: e.tracks.camera.muted }
           : { published: false, muted: null },
-        quality: q ? { ...q, grade: gradeQuality(q), source: e.reported ? "reported" : "measured" }
-          : null,
+        quality: q ? { ...q, grade: gradeQuality(q),
+          source: e.reported ? e.reported.source : "measured" } : null,
       };
     });
   }
 }
 
+function pickQuality(q) {
+  if (!q) return null;
+  const source = q.client ? "client" : q.server ? "server" : "client";
+  const v = q.client || q.server || q;
+  if (v.rtt_ms == null && v.loss == null && v.bitrate_kbps == null) return null;
+  return { bitrate_kbps: v.bitrate_kbps ?? null, loss: v.loss ?? null, rtt_ms: v.rtt_ms ?? null,
+    source };
+}
+
 function status(e) {
   if (!e.present) return "offline";
   return e.tracks.microphone || e.tracks.camera ? "online" : "joining";
+}
+
+function floorBadges(e) {
+  return (e.floor ? "<b class='fl floor'>Phát biểu</b>" : "")
+    + (e.hand ? `<b class='fl hand'>Giơ tay ${e.hand}</b>` : "")
+    + (e.serverMuted ? "<b class='fl muted'>Bị tắt tiếng</b>" : "");
 }
 
 const STATUS_LABEL = { online: "Trực tuyến", joining: "Đang vào", offline: "Chưa kết nối" };
@@ -220,7 +240,7 @@ export class RosterView {
     }
     const q = e.quality;
     const sig = JSON.stringify([e.name, e.role, e.province, e.status, e.audio, e.video,
-      q && [q.grade, q.bitrate_kbps, q.loss, q.rtt_ms]]);
+      e.floor, e.hand, e.serverMuted, q && [q.grade, q.bitrate_kbps, q.loss, q.rtt_ms]]);
     if (sig !== row.sig) { // most updates touch a few rows; leave the others alone
       row.sig = sig;
       const el = row.el;
@@ -237,7 +257,7 @@ export class RosterView {
         + `<span class="role">${esc(role)}</span>`
         + `<span class="media">${av(e.audio, "Mic", "—")} ${av(e.video, "Cam", "—")}</span>`
         + `<span class="qual" data-grade="${q ? q.grade : "unknown"}">${esc(q ? formatQuality(q) : "")}</span>`
-        + `<span class="state">${STATUS_LABEL[e.status]}</span>`;
+        + `<span class="state">${floorBadges(e)}${STATUS_LABEL[e.status]}</span>`;
     }
     return row;
   }

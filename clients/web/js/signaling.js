@@ -167,7 +167,11 @@ export class Conference extends EventTarget {
     this.everJoined = true;
     this.publishError = null;
     this.iceServers = joined.ice_servers || [];
+    // Optional server features: an explicit list if the server sends one, else inferred from
+    // what `joined` carries (floor control comes with its snapshot).
     this.features = new Set(joined.features || []);
+    if (joined.floor) this.features.add("floor");
+    if (joined.last_n != null) this.features.add("last_n");
     this.participants = new Map((joined.participants || []).map((p) => [p.id, p]));
     this.participants.set(this.self.id, this.self);
     this.tracks = new Map((joined.tracks || []).map((t) => [t.id, t]));

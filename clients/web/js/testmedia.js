@@ -43,7 +43,9 @@ function layout(width, height) {
   return { bw, bh, x0, y0, codeBottom, barTop: codeBottom + MB };
 }
 
-export function patternVideoTrack({ width = 640, height = 480, fps = 30 } = {}) {
+// 320x240 like PatternVideoTrack: its noise texture is costly to encode, and at 640x480 the
+// browser sent ~3 Mbit/s, enough to lose packets on a loaded loopback.
+export function patternVideoTrack({ width = 320, height = 240, fps = 30 } = {}) {
   const canvas = document.createElement("canvas");
   canvas.width = width;
   canvas.height = height;

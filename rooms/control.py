@@ -1,0 +1,321 @@
+"""RoomControl: one live room's conference control, between FloorControl and the media Router.
+
+FloorControl (rooms/floor.py) decides who may speak and be shown; the Last-N planner
+(sfu/core/lastn.py) decides which video each subscriber gets. This class only carries their
+decisions out: after every floor result it broadcasts the events, tells each affected
+participant its own `floor_state`, re-opens or closes audio gates in the Router, and re-plans
+Last-N, applying only the diff. Nothing here awaits: membership (join/leave/remove) is
+serialized by the RoomManager's per-room lock around these calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from statistics import median
+from typing import TYPE_CHECKING, Any
+
+from rooms.floor import ErrorCode, FloorControl, FloorEvent, FloorResult
+from rooms.model import Participant
+from sfu.core import lastn
+from sfu.router import Router
+from signaling import messages as m
+from signaling.errors import (
+    BadMessage,
+    Forbidden,
+    NotAllowedInState,
+    NotJoined,
+    Removed,
+    RoomLocked,
+    SignalingError,
+    UnknownParticipant,
+    UnknownType,
+)
+
+if TYPE_CHECKING:
+    from rooms.manager import Peer
+
+logger = logging.getLogger(__name__)
+
+Broadcast = Callable[[dict[str, Any], "Peer | None"], None]
+Fixed = tuple[tuple[str, ...], tuple[str, ...], str | None]  # chairs, floor holders, spotlight
+
+# The actor of changes the server makes itself (a lock set through the store). '@' cannot
+# appear in a token identity, so it never names a participant.
+SERVER_ACTOR = "@server"
+# Floor events after which the Last-N plan may differ.
+REPLAN_ON = frozenset({"participant_joined", "participant_left", "floor_given", "floor_taken",
+                       "spotlight_changed"})
+_ERRORS: dict[ErrorCode, type[SignalingError]] = {
+    ErrorCode.FORBIDDEN: Forbidden,
+    ErrorCode.NOT_JOINED: NotJoined,
+    ErrorCode.UNKNOWN_PARTICIPANT: UnknownParticipant,
+    ErrorCode.NOT_ALLOWED_IN_STATE: NotAllowedInState,
+    ErrorCode.ROOM_LOCKED: RoomLocked,
+    ErrorCode.REMOVED: Removed,
+    ErrorCode.BAD_ARGS: BadMessage,
+    ErrorCode.UNKNOWN_ACTION: UnknownType,
+}
+
+
+def check(result: FloorResult) -> FloorResult:
+    """The result, or the signaling error its code stands for."""
+    if not result.ok:
+        assert result.code is not None
+        raise _ERRORS[result.code]()
+    return result
+
+
+def floor_join(floor: FloorControl, p: Participant, now: float) -> FloorResult:
+    """Admit `p` to the floor (RoomLocked / Removed if refused). The token's grants, already
+    narrowed, narrow the floor's role grants the same way."""
+    grants = {g: p.can(g) for g in ("publish", "moderate")}
+    args = {"name": p.name, "province": p.province, "grants": grants}
+    return check(floor.handle(p.id, p.role, "join", args, now))
+
+
+def event_message(ev: FloorEvent) -> dict[str, Any]:
+    """One logged event as the wire carries it. Joins and leaves keep the shape clients already
+    know (docs/signaling.md), with the log's `seq` added."""
+    d = ev.details
+    if ev.type == "participant_joined" and ev.target is not None:
+        participant = {"id": ev.target, "name": d.get("name") or ev.target,
+                       "role": d.get("role"), "province": d.get("province")}
+        return m.participant_joined(participant, seq=ev.seq, time=ev.time,
+                                    invited=d.get("invited", False))
+    if ev.type == "participant_left" and ev.target is not None:
+        return m.participant_left(ev.target, d.get("reason", "left"), seq=ev.seq, time=ev.time,
+                                  actor=ev.actor)
+    return m.floor_event(ev.type, ev.seq, ev.time, ev.actor, ev.target, d)
+
+
+class RoomControl:
+    def __init__(
+        self,
+        floor: FloorControl,
+        router: Router,
+        peers: Mapping[str, Peer],
+        broadcast: Broadcast,
+        *,
+        last_n: int,
+        last_n_max: int,
+    ) -> None:
+        self.floor = floor
+        self.router = router
+        self.peers = peers  # the room's live sessions, owned by the manager
+        self._broadcast = broadcast
+        self.last_n = last_n
+        self.last_n_max = max(last_n_max, last_n)
+        self._n_for: dict[str, int] = {}  # set_last_n overrides
+        self._plan: lastn.Plan = {}  # what the Router was last told
+        # What the last full plan was made from (chairs, floor, spotlight; ranking; available):
+        # one subscriber can be planned alone against it, as if with everyone.
+        self._inputs: tuple[Fixed, list[str], set[str]] = (((), (), None), [], set())
+        self._audio: dict[str, bool] = {}  # audio gates the Router was last told
+        self._client_quality: dict[str, dict[str, Any]] = {}
+        self._positions: dict[str, int] = {}  # hand queue positions participants were told
+        router.on_dominant_speaker = self._on_dominant_speaker
+
+    # --- floor results ---------------------------------------------------------------------
+
+    def apply(self, result: FloorResult, *, exclude: Peer | None = None, replan: bool = True,
+              hold_left: bool = False) -> list[dict[str, Any]]:
+        """Carry out one floor result: events to everyone (but `exclude`), `floor_state` to
+        each affected participant, audio gates, Last-N. With `hold_left`, `participant_left`
+        messages are returned instead of sent, for the caller to send once the participant's
+        tracks are gone (clients see track_unpublished before the participant leaves)."""
+        held: list[dict[str, Any]] = []
+        for ev in result.events:
+            msg = event_message(ev)
+            if hold_left and ev.type == "participant_left":
+                held.append(msg)
+            else:
+                self._broadcast(msg, exclude)
+        told: set[str] = set()
+        for pid in result.affected:
+            self._sync_audio(pid)
+            told.add(pid)
+            self._send_state(pid, exclude)
+        if any(ev.type == "hand_lowered" for ev in result.events):
+            # Everyone behind a lowered hand moved up the queue: their own state changed too.
+            queue = [h["id"] for h in self.floor.snapshot()["hands"]]
+            for position, pid in enumerate(queue, 1):
+                if pid not in told and self._positions.get(pid) != position:
+                    self._send_state(pid, exclude)
+            self._positions = dict(zip(queue, range(1, len(queue) + 1), strict=True))
+        elif any(ev.type == "hand_raised" for ev in result.events):
+            for ev in result.events:
+                if ev.type == "hand_raised" and ev.target is not None:
+                    self._positions[ev.target] = ev.details.get("position", 0)
+        if replan and any(ev.type in REPLAN_ON for ev in result.events):
+            if all(ev.type == "participant_joined" for ev in result.events):
+                # A joiner publishes nothing yet: nobody else's plan changes (3,000 bridges
+                # joining must not cost 3,000 full plans).
+                for ev in result.events:
+                    if ev.target is not None:
+                        self._plan_one(ev.target)
+            else:
+                self.replan()
+        return held
+
+    def _send_state(self, pid: str, exclude: Peer | None) -> None:
+        peer = self.peers.get(pid)
+        state = self.floor.state_of(pid)
+        # A joiner learns its state from `joined`; one that left has none.
+        if peer is not None and peer is not exclude and state is not None:
+            peer.send(m.floor_state(state))
+
+    def act(self, actor: Participant, action: str, args: Mapping[str, Any],
+            now: float) -> FloorResult:
+        """A participant's control request, checked by the floor (raises its error)."""
+        if action == "roll_call":
+            self._refresh_quality()
+        return check(self.floor.handle(actor.id, actor.role, action, args, now))
+
+    def leave(self, p: Participant, reason: str, now: float) -> FloorResult:
+        self._n_for.pop(p.id, None)
+        self._client_quality.pop(p.id, None)
+        result = self.floor.handle(p.id, p.role, "leave", {"reason": reason}, now)
+        if not result.ok:  # never joined the floor (cannot happen): nothing to undo
+            logger.warning("floor leave refused participant=%s: %s", p.id, result.code)
+        return result
+
+    def set_locked(self, locked: bool, now: float) -> None:
+        """A lock set from outside (the store / HTTP API), as if an operator had set it."""
+        if self.floor.locked != locked:
+            action = "lock" if locked else "unlock"
+            self.apply(check(self.floor.handle(SERVER_ACTOR, "operator", action, None, now)))
+
+    def snapshot(self, pid: str) -> dict[str, Any]:
+        return self.floor.snapshot(pid)
+
+    def forget(self, pid: str) -> None:
+        """A participant gone from the room: nothing of it stays in the plan's bookkeeping."""
+        self._audio.pop(pid, None)
+        self._plan.pop(pid, None)
+
+    def _sync_audio(self, pid: str) -> None:
+        # Only changes reach the Router: mute_all touches thousands of bridges, most of which
+        # were not heard anyway, and each Router call scans the room's producers.
+        allowed = self.floor.audio_allowed(pid)
+        if self._audio.get(pid) != allowed:
+            self.router.set_audio_allowed(pid, allowed)
+            self._audio[pid] = allowed
+
+    # --- Last-N ----------------------------------------------------------------------------
+
+    def n_of(self, pid: str) -> int:
+        return self._n_for.get(pid, self.last_n)
+
+    def set_last_n(self, p: Participant, n: int) -> int:
+        """A subscriber asks for n other videos; the chair's console and ops walls
+        (observe_all) may go up to last_n_max, bridges only down. Returns the n applied."""
+        n = min(n, self.last_n_max if p.can("observe_all") else self.last_n)
+        if n == self.last_n:
+            self._n_for.pop(p.id, None)
+        else:
+            self._n_for[p.id] = n
+        self._plan_one(p.id)  # nobody else's view changes
+        return n
+
+    def replan(self) -> None:
+        """Recompute who sees whose video and tell the Router only what changed."""
+        subscribers = [pid for pid, peer in self.peers.items() if peer.participant.can("subscribe")]
+        available = self._video_publishers()
+        ranking = self._ranking(available)
+        fixed = (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
+        new = lastn.plan(subscribers, *fixed, ranking, self.last_n, available,
+                         self._n_for or None)
+        for sub in lastn.diff(self._plan, new):
+            if sub in new:
+                self.router.set_video_from(sub, new[sub])
+        self._plan = new
+        self._inputs = (fixed, ranking, available)
+
+    def after_leave(self, pid: str) -> None:
+        """A participant and its tracks are gone: re-plan only if somebody was shown its video."""
+        if pid in lastn.demanded(self._plan):
+            self.replan()
+
+    def _plan_one(self, pid: str) -> None:
+        """One subscriber's plan, from the inputs of the last full plan: what `replan` would
+        give it, without planning everyone (a joiner, a set_last_n)."""
+        peer = self.peers.get(pid)
+        if peer is None or not peer.participant.can("subscribe"):
+            return
+        fixed, ranking, available = self._inputs
+        new = lastn.select_video(pid, *fixed, ranking, self.n_of(pid), available)
+        if self._plan.get(pid) != new:
+            self._plan[pid] = new
+            self.router.set_video_from(pid, new)
+
+    def _video_publishers(self) -> set[str]:
+        return {t.participant_id for t in self.router.tracks() if t.kind == "video"}
+
+    def _ranking(self, available: set[str]) -> list[str]:
+        """The speaker ranking (dominant first, then recent speech), then the publishers that
+        never spoke in join order: N always means N videos when there are N to show, and the
+        order only changes when someone speaks, so idle rooms do not churn."""
+        ranked = self.router.speaker.ranking()
+        seen = set(ranked)
+        return ranked + [pid for pid in self.peers if pid in available and pid not in seen]
+
+    def _on_dominant_speaker(self, pid: str) -> None:
+        # Called from the Router's timer task; sending only queues, so no I/O happens here.
+        try:
+            self._broadcast(m.dominant_speaker(pid), None)
+            self.replan()
+        except Exception:
+            logger.exception("dominant speaker update failed participant=%s", pid)
+
+    # --- connection quality ----------------------------------------------------------------
+
+    def report_quality(self, pid: str, quality: dict[str, Any]) -> None:
+        self._client_quality[pid] = quality
+
+    def quality_of(self, pid: str) -> dict[str, Any] | None:
+        """Client-reported (`quality` messages) and server-measured (RTCP receiver reports
+        from its subscriber connection) quality, side by side: they can disagree."""
+        client, server = self._client_quality.get(pid), self._server_quality(pid)
+        if client is None and server is None:
+            return None
+        return {"client": client, "server": server}
+
+    def _server_quality(self, pid: str) -> dict[str, Any] | None:
+        sub = self.router.subscribers.get(pid)
+        if sub is None:
+            return None
+        live = [c for c in sub.consumers.values() if c.ready and not c.paused]
+        if not live:
+            return None
+        rtts = [c.rtt_s * 1000 for c in live if c.rtt_s is not None]
+        jitter = max(c.jitter * 1000 / c.producer.clock_rate for c in live)
+        return {"loss": round(max(c.fraction_lost for c in live), 4),
+                "jitter_ms": round(jitter, 1),
+                "rtt_ms": round(median(rtts), 1) if rtts else None, "tracks": len(live)}
+
+    def _refresh_quality(self) -> None:
+        for pid in self.peers:
+            quality = self.quality_of(pid)
+            if quality is not None:
+                self.floor.set_quality(pid, quality)
+
+    # --- read-only views -------------------------------------------------------------------
+
+    def media_view(self, participant: str | None = None) -> dict[str, Any]:
+        """What each subscriber is planned to and does receive (debug and tests)."""
+        subs = [participant] if participant is not None else list(self._plan)
+        return {
+            "last_n": self.last_n,
+            "dominant": self.router.speaker.dominant,
+            "chairs": list(self.floor.chair_ids()),
+            "floor": list(self.floor.floor_holders()),
+            "spotlight": self.floor.spotlight,
+            "audio_allowed": sorted(p for p in self.peers if self.floor.audio_allowed(p)),
+            "demanded": sorted(lastn.demanded(self._plan)),
+            # per video track: subscribers it is forwarded to now (0: no work done for it)
+            "forwarding": {t: sum(1 for c in p.consumers if not c.paused)
+                           for t, p in self.router.producers.items() if p.video},
+            "plan": {s: sorted(self._plan.get(s, ())) for s in subs},
+            "receiving_video": {s: sorted(self.router.receiving_video(s)) for s in subs},
+        }
