@@ -25,6 +25,7 @@ from sfu.core.rtcp import (
     Pli,
     ReceiverReport,
     RtcpError,
+    RtcpItem,
     SenderReport,
     parse_rtcp,
 )
@@ -158,11 +159,7 @@ class PublisherConnection:
         return entry
 
     def on_rtcp(self, data: bytes) -> None:
-        try:
-            items = parse_rtcp(data)
-        except RtcpError:
-            self.counters.rtcp_malformed += 1
-            return
+        items = _parse_counted(data, self.counters)
         now = time.time()
         for item in items:
             if isinstance(item, SenderReport):
@@ -183,7 +180,6 @@ class SubscriberConnection:
         self.claimed = False
         self.awaiting_answer = False
         self.dirty = False
-        self.rtcp_ssrc = 0
         self.cname = ""  # from our own SDP, so SDES matches what the subscriber was told
 
     def slot_ready(self, c: Consumer, transceiver: object, on_ready: Callable[[Consumer], None]):
@@ -204,11 +200,7 @@ class SubscriberConnection:
         return ready
 
     def on_rtcp(self, data: bytes) -> None:
-        try:
-            items = parse_rtcp(data)
-        except RtcpError:
-            self.counters.rtcp_malformed += 1
-            return
+        items = _parse_counted(data, self.counters)
         now = time.time()
         for item in items:
             if isinstance(item, Pli):
@@ -242,6 +234,15 @@ class SubscriberConnection:
             rtt = ((ntp_middle(ntp_from_unix(now)) - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
             if rtt < 60:
                 c.rtt_s = rtt
+
+
+def _parse_counted(data: bytes, counters: MediaCounters) -> list[RtcpItem]:
+    """A peer's compound RTCP; malformed ones are counted and dropped, never raised."""
+    try:
+        return parse_rtcp(data)
+    except RtcpError:
+        counters.rtcp_malformed += 1
+        return []
 
 
 def parse_offer(sdp: str) -> SessionDescription:
