@@ -10,6 +10,7 @@ serialized by the RoomManager's per-room lock around these calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from statistics import median
@@ -99,6 +100,7 @@ class RoomControl:
         *,
         last_n: int,
         last_n_max: int,
+        subscribe_by_plan: bool = False,
     ) -> None:
         self.floor = floor
         self.router = router
@@ -114,6 +116,11 @@ class RoomControl:
         self._audio: dict[str, bool] = {}  # audio gates the Router was last told
         self._client_quality: dict[str, dict[str, Any]] = {}
         self._positions: dict[str, int] = {}  # hand queue positions participants were told
+        # Auto-subscribers get the tracks the plan and the floor give them, not every track
+        # (a conference's thousands of bridges): one sync task per subscriber at a time.
+        self.subscribe_by_plan = subscribe_by_plan
+        self._syncing: dict[str, asyncio.Task[None]] = {}
+        self._resync: set[str] = set()
         router.on_dominant_speaker = self._on_dominant_speaker
 
     # --- floor results ---------------------------------------------------------------------
@@ -201,6 +208,10 @@ class RoomControl:
         if self._audio.get(pid) != allowed:
             self.router.set_audio_allowed(pid, allowed)
             self._audio[pid] = allowed
+            if self.subscribe_by_plan and any(t.participant_id == pid and t.kind == "audio"
+                                              for t in self.router.tracks()):
+                for other in self.peers:
+                    self.sync_tracks(other)  # everyone hears (or stops hearing) it
 
     # --- Last-N ----------------------------------------------------------------------------
 
@@ -229,6 +240,7 @@ class RoomControl:
         for sub in lastn.diff(self._plan, new):
             if sub in new:
                 self.router.set_video_from(sub, new[sub])
+                self.sync_tracks(sub)
         self._plan = new
         self._inputs = (fixed, ranking, available)
 
@@ -248,6 +260,53 @@ class RoomControl:
         if self._plan.get(pid) != new:
             self._plan[pid] = new
             self.router.set_video_from(pid, new)
+            self.sync_tracks(pid)
+
+    # --- plan-driven auto-subscription -----------------------------------------------------
+
+    def wanted_tracks(self, pid: str) -> list[str] | None:
+        """What an auto-subscribing `pid` is subscribed to: the video of its plan and the audio
+        the floor lets it hear (None: every track, where the room does not subscribe by plan)."""
+        if not self.subscribe_by_plan:
+            return None
+        video = self._plan.get(pid, frozenset())
+        return [t.id for t in self.router.tracks() if t.participant_id != pid and (
+            t.participant_id in video if t.kind == "video"
+            else self.floor.audio_allowed(t.participant_id))]
+
+    def sync_tracks(self, pid: str) -> asyncio.Future[None] | None:
+        """Bring an auto-subscriber's subscriptions to `wanted_tracks`, unsubscribing and
+        subscribing in one renegotiation (freed slots are reused). Returns the task to await;
+        None if there is nothing to do. Requests made while one runs fold into one more run."""
+        peer = self.peers.get(pid)
+        if not (self.subscribe_by_plan and peer is not None and peer.auto_subscribe
+                and peer.participant.can("subscribe")):
+            return None
+        self._resync.add(pid)
+        task = self._syncing.get(pid)
+        if task is None or task.done():
+            task = self._syncing[pid] = asyncio.ensure_future(self._sync_loop(pid))
+        return task
+
+    async def _sync_loop(self, pid: str) -> None:
+        try:
+            while pid in self._resync:
+                self._resync.discard(pid)
+                wanted = self.wanted_tracks(pid)
+                if pid not in self.peers or wanted is None:
+                    return
+                sub = self.router.subscribers.get(pid)
+                have = set(sub.consumers) if sub is not None else set()
+                add = [t for t in wanted if t not in have]
+                remove = sorted(have - set(wanted))
+                if add or remove:
+                    await self.router.update_subscriptions(pid, add, remove)
+        except Exception:
+            logger.exception("auto-subscribe failed participant=%s", pid)
+        finally:
+            self._resync.discard(pid)
+            if self._syncing.get(pid) is asyncio.current_task():
+                del self._syncing[pid]
 
     def _video_publishers(self) -> set[str]:
         return {t.participant_id for t in self.router.tracks() if t.kind == "video"}

@@ -210,6 +210,11 @@ class RoomManager:
         if not (peer.auto_subscribe and p.can("subscribe")):
             return
         live = self._live(peer)
+        if live.control.subscribe_by_plan:  # a conference: what its Last-N plan shows
+            task = live.control.sync_tracks(p.id)
+            if task is not None:
+                await task
+            return
         ids = [t.id for t in self._tracks(live) if t.participant_id != p.id]
         if ids:
             await live.router.subscribe(p.id, ids)
@@ -235,6 +240,10 @@ class RoomManager:
             for other in live.peers.values()
             if other is not peer and other.auto_subscribe and other.participant.can("subscribe")
         ]
+        if live.control.subscribe_by_plan:  # a conference: only what plan and floor give
+            syncs = [live.control.sync_tracks(t.participant.id) for t in targets]
+            await asyncio.gather(*(s for s in syncs if s is not None))
+            return
         results = await asyncio.gather(
             *(live.router.subscribe(t.participant.id, ids) for t in targets),
             return_exceptions=True,
@@ -434,6 +443,7 @@ class RoomManager:
             floor, router, peers,
             lambda message, exclude: self.broadcast(room.id, message, exclude),
             last_n=self.last_n if last_n is None else int(last_n), last_n_max=self.last_n_max,
+            subscribe_by_plan=is_conference(room),
         )  # fmt: skip
         live = self._rooms[room.id] = _LiveRoom(router, control, peers)
         return live

@@ -125,9 +125,10 @@ class Producer:
         if c.paused:
             return
         c.paused = True
-        c.paused_at = (self.last_seq, self.last_ts, self.last_time)
         if c in self.resuming:
-            self.resuming.remove(c)
+            self.resuming.remove(c)  # sent nothing since its pause point: keep that one
+        else:
+            c.paused_at = (self.last_seq, self.last_ts, self.last_time)
         self._regroup()
 
     def resume(self, c: Consumer, now: float) -> None:
@@ -139,6 +140,14 @@ class Producer:
             self.resuming.append(c)
             self.request_keyframe(now)
 
+    def adopt(self, c: Consumer, now: float) -> None:
+        """A reused slot (sfu/slots.py) now sends this track: it joins from the next keyframe
+        (video) or packet (audio) on, its output continuing from `c.paused_at`."""
+        self.consumers.append(c)
+        if not c.paused:
+            self.resuming.append(c)
+            self.request_keyframe(now)
+
     def set_enabled(self, enabled: bool, now: float) -> None:
         """Server-side gate for the whole track (floor control mutes audio here)."""
         if enabled == self.enabled:
@@ -146,7 +155,7 @@ class Producer:
         self.enabled = enabled
         if not enabled:
             for c in self.consumers:
-                if not c.paused:
+                if not c.paused and c not in self.resuming:
                     c.paused_at = (self.last_seq, self.last_ts, self.last_time)
         else:
             self.resuming = [c for c in self.consumers if c.ready and not c.paused]

@@ -16,9 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from sfu import slots
 from sfu.adapters import aiortc_tap as tap
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
@@ -213,42 +214,37 @@ class Router:
 
     # ------------------------------------------------------------------ subscribing
     async def subscribe(self, participant_id: str, track_ids: list[str]) -> None:
-        unknown = [t for t in track_ids if t not in self.producers]
+        await self.update_subscriptions(participant_id, track_ids, [])
+
+    async def unsubscribe(self, participant_id: str, track_ids: list[str]) -> None:
+        await self.update_subscriptions(participant_id, [], track_ids)
+
+    async def update_subscriptions(self, participant_id: str, add: list[str],
+                                   remove: list[str]) -> None:
+        """Stop sending `remove`, then send `add`, with one renegotiation. Removed tracks free
+        their slots, and added ones take free slots of their kind and codec first (sfu/slots.py):
+        the subscriber's m-line count stays the most it was sent at once."""
+        unknown = [t for t in add if t not in self.producers]
         if unknown:
             raise UnknownTrackError(f"unknown track {unknown[0]}")
-        sub = self._subscriber(participant_id)
+        sub = self.subscribers.get(participant_id)
+        if sub is None and not add:
+            return
+        sub = sub or self._subscriber(participant_id)
         changed = False
-        for track_id in track_ids:
+        for track_id in remove:
+            changed = slots.free(sub, track_id) or changed
+        allowed = self._video_from.get(participant_id)
+        for track_id in add:
             if track_id in sub.consumers or track_id.startswith(participant_id + "/"):
                 continue
             producer = self.producers[track_id]
-            c = Consumer(producer, participant_id, self._rng)
-            allowed = self._video_from.get(participant_id)
-            c.paused = (producer.video and allowed is not None
-                        and producer.track.participant_id not in allowed)
-            tr = sub.pc.addTransceiver(producer.kind, direction="sendonly")
-            _prefer_codec(tr, producer)
-            tap.claim_receiver(tr)
-            tap.claim_sender(tr, sub.slot_ready(c, tr, self._consumer_ready))
-            sub.consumers[track_id] = c
-            sub.transceivers[track_id] = tr
-            changed = True
-        if changed:
-            await self._negotiate(sub)
-
-    async def unsubscribe(self, participant_id: str, track_ids: list[str]) -> None:
-        sub = self.subscribers.get(participant_id)
-        if sub is None:
-            return
-        changed = False
-        for track_id in track_ids:
-            c = sub.consumers.pop(track_id, None)
-            if c is None:
-                continue
-            c.producer.remove_consumer(c)
-            sub.by_ssrc.pop(c.ssrc, None)
-            tr = sub.transceivers.pop(track_id)
-            tr.direction = "inactive"  # type: ignore[attr-defined]
+            paused = (producer.video and allowed is not None
+                      and producer.track.participant_id not in allowed)
+            if not slots.reuse(sub, producer, paused):
+                c = Consumer(producer, participant_id, self._rng)
+                c.paused = paused
+                slots.add(sub, producer, c, self._consumer_ready)
             changed = True
         if changed:
             await self._negotiate(sub)
@@ -263,7 +259,8 @@ class Router:
         return sub
 
     def _consumer_ready(self, c: Consumer) -> None:
-        if c.producer.track.id in self.producers:
+        sub = self.subscribers.get(c.subscriber_id)
+        if c.producer.track.id in self.producers and slots.attached(sub, c):
             c.producer.add_consumer(c, time.time())
 
     async def _negotiate(self, sub: SubscriberConnection) -> None:
@@ -272,15 +269,19 @@ class Router:
             sub.dirty = True
             return
         sub.dirty = False
+        sub.awaiting_answer = True  # before any await: a concurrent change waits its turn
         pc = sub.pc
-        await pc.setLocalDescription(await pc.createOffer())
+        try:
+            await pc.setLocalDescription(await pc.createOffer())
+        except BaseException:
+            sub.awaiting_answer = False
+            raise
         if not sub.claimed:
             tap.claim_transport(pc, _ignore_rtp, sub.on_rtcp)
             sub.claimed = True
             m = _CNAME.search(pc.localDescription.sdp)
             sub.cname = m.group(1) if m else ""
         mids = {tr.mid: tid for tid, tr in sub.transceivers.items()}  # type: ignore[attr-defined]
-        sub.awaiting_answer = True
         await self._send_offer(sub.participant_id, pc.localDescription.sdp, mids)
 
     async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
@@ -471,15 +472,6 @@ class Router:
 
     def _lock(self, pid: str) -> asyncio.Lock:
         return self._locks.setdefault(pid, asyncio.Lock())
-
-
-def _prefer_codec(transceiver, producer: Producer) -> None:
-    """Offer the subscriber slot in the producer's codec: packets are forwarded as they are."""
-    caps = RTCRtpSender.getCapabilities(producer.kind).codecs
-    name = producer.codec.lower()
-    chosen = [c for c in caps if c.mimeType.split("/")[1].lower() == name]
-    rtx = [c for c in caps if c.mimeType.lower().endswith("/rtx")]
-    transceiver.setCodecPreferences(chosen + rtx)
 
 
 def _ignore_rtp(data: bytes, arrival_ms: int) -> None:

@@ -176,6 +176,7 @@ class SubscriberConnection:
         self.consumers: dict[str, Consumer] = {}  # track id -> consumer
         self.by_ssrc: dict[int, Consumer] = {}
         self.transceivers: dict[str, object] = {}  # track id -> transceiver
+        self.free: list = []  # slots whose track went away, for the next one (sfu/slots.py)
         self.path: tap.SrtpPath | None = None
         self.claimed = False
         self.awaiting_answer = False
