@@ -9,11 +9,9 @@ VP8-like 1200-byte packet with mid + abs-send-time extensions. All consumers sen
 receiving socket that nobody reads: the kernel drops at its full queue, after doing the send
 work that a real send does (loopback delivery is charged to the sender).
 
-Cases, per N:
-- `python-fanout`: `Producer._fanout(data, h, now, None)`, the loop in production today;
-- `c-fanout`: the same per-packet prelude (extension block, tail) then `FastGroup.send` (C):
-  what `_fanout` becomes with the integration described in sfu/fastpath;
-- `fastgroup-python`: the same with FastGroup's Python path (the fallback's cost).
+Cases, per N: `Producer._fanout` itself (the production loop), its groups' sends forced to
+- `c-fanout`: the compiled helper (what production runs when it is built);
+- `python-fanout`: FastGroup's Python path (the fallback, `HOINGHI_FASTPATH=0`).
 
 The cases are interleaved round by round and the median is reported, because the machines this
 runs on are shared and noisy: compare numbers from one run, not across runs. One JSON line per
@@ -39,16 +37,13 @@ from pylibsrtp import Policy, Session
 
 from bench.micro import make_rtp
 from sfu import fastpath
-from sfu.adapters.aiortc_tap import MAX_RTP, Negotiated, SrtpPath
+from sfu.adapters.aiortc_tap import Negotiated, SrtpPath
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.rtp import (
     URI_ABS_SEND_TIME,
     URI_MID,
     RtpHeader,
-    abs_send_time,
-    build_extensions,
-    find_extension,
     parse_into,
 )
 from sfu.producer import Producer, Source
@@ -88,30 +83,13 @@ async def _consumers(producer: Producer, n: int, sink: tuple[str, int],
     return keep
 
 
-def _c_fanout(producer: Producer, groups: list[tuple[tuple[int, bytes, int, int], Any]]
-              ) -> Callable[[bytes, RtpHeader, float], None]:
-    """`_fanout` with the per-consumer loop replaced by `FastGroup.send` (the integration)."""
+def _fanout_with(producer: Producer, native: bool) -> Callable[[bytes, RtpHeader, float], None]:
+    """`Producer._fanout` itself, with its groups' send loop forced to C or to Python."""
+    groups = [(key, fastpath.FastGroup(cs, native=native)) for key, cs in producer.groups]
 
     def fanout(data: bytes, h: RtpHeader, now: float) -> None:
-        src = producer.source
-        level = -1
-        if src is not None and src.level_id:
-            off = find_extension(data, h, src.level_id)
-            if off >= 0:
-                level = data[off]
-        abs_value = abs_send_time(now) if producer.video else b""
-        body = data[h.payload_off:]
-        b0 = 0x80 | (h.b0 & 0x20)
-        mark = h.b1 & 0x80
-        seq, ts = h.seq, h.ts
-        sent = 0
-        for key, group in groups:
-            ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
-            if 12 + len(ext) + len(body) > MAX_RTP:
-                producer.dropped += 1
-                continue
-            sent += group.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
-        producer.forwarded += sent
+        producer.fast = groups
+        producer._fanout(data, h, now, None, -1)
 
     return fanout
 
@@ -147,13 +125,10 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
     assert len(producer.groups) == 1 and len(producer.groups[0][1]) == n
 
     cases: dict[str, Callable[[bytes, RtpHeader, float], None]] = {
-        "python-fanout": lambda d, h, now: producer._fanout(d, h, now, None),
-        "fastgroup-python": _c_fanout(producer, [
-            (key, fastpath.FastGroup(cs, native=False)) for key, cs in producer.groups]),
+        "python-fanout": _fanout_with(producer, native=False),
     }
     if fastpath.COMPILED:
-        cases["c-fanout"] = _c_fanout(producer, [
-            (key, fastpath.FastGroup(cs, native=True)) for key, cs in producer.groups])
+        cases["c-fanout"] = _fanout_with(producer, native=True)
     packets = max(200, sends // n)
     times: dict[str, list[float]] = {name: [] for name in cases}
     at = [0]

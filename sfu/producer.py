@@ -203,16 +203,22 @@ class Producer:
                 self._admit_resuming(h, now)
         elif self.resuming and not self.video and self.enabled:
             self._admit_resuming(h, now)
-        if self.on_level is not None:
-            src = self.source
-            off = find_extension(data, h, src.level_id) if src is not None else -1
-            if off >= 0:
-                self.on_level(self.track.participant_id, data[off] & 0x7F, now)
+        level = self._audio_level(data, h)  # read once: the speaker and the fan-out use it
+        if level >= 0 and self.on_level is not None:
+            self.on_level(self.track.participant_id, level & 0x7F, now)
         self.last_seq, self.last_ts, self.last_time = seq, h.ts, now
         self.packets += 1
         self.octets += h.payload_end - h.payload_off
         if self.groups and self.enabled and not self.holding:
-            self._fanout(data, h, now, None)
+            self._fanout(data, h, now, None, level)
+
+    def _audio_level(self, data: bytes, h: RtpHeader) -> int:
+        """The publisher's RFC 6464 byte (V bit + level), or -1 when it sent none."""
+        src = self.source
+        if src is None or not src.level_id:
+            return -1
+        off = find_extension(data, h, src.level_id)
+        return data[off] if off >= 0 else -1
 
     def _resync(self, h: RtpHeader, now: float) -> None:
         self.resync = False
@@ -232,13 +238,9 @@ class Producer:
         for _, g in self.fast:
             g.update_offsets()
 
-    def _fanout(self, data: bytes, h: RtpHeader, now: float, only: Consumer | None) -> None:
-        src = self.source
-        level = -1
-        if src is not None and src.level_id:
-            off = find_extension(data, h, src.level_id)
-            if off >= 0:
-                level = data[off]
+    def _fanout(
+        self, data: bytes, h: RtpHeader, now: float, only: Consumer | None, level: int
+    ) -> None:
         abs_value = abs_send_time(now) if self.video else b""
         body = data[h.payload_off :]  # payload and any padding, copied once per packet
         nbody = len(body)
@@ -325,7 +327,7 @@ class Producer:
                 if c.path is not None and c.path.send_rtp(packet):
                     n += 1
             else:
-                self._fanout(data, h, time.time(), c)
+                self._fanout(data, h, time.time(), c, self._audio_level(data, h))
                 n += 1
         c.retransmitted += n
         return n
