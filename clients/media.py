@@ -191,6 +191,16 @@ class FrameChecker:
         return True
 
 
+async def _pace(track: PatternVideoTrack | ToneAudioTrack, due_s: float) -> None:
+    """Sleep until `due_s` after the track's first frame: from a fixed origin, so pacing never
+    drifts even when a frame is late."""
+    now = time.monotonic()
+    if track._t0 is None:
+        track._t0 = now
+    elif (wait := track._t0 + due_s - now) > 0:
+        await asyncio.sleep(wait)
+
+
 class PatternVideoTrack(VideoStreamTrack):
     """A moving bar over changing texture, with the frame number painted in; paced in real time.
 
@@ -237,15 +247,8 @@ class PatternVideoTrack(VideoStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        # Own pacing (VideoStreamTrack's is fixed at 30 fps); from a fixed origin so it never
-        # drifts even when a frame is late.
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        else:
-            wait = self._t0 + self._k / self.fps - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+        # Own pacing (VideoStreamTrack's is fixed at 30 fps).
+        await _pace(self, self._k / self.fps)
         frame = self.make_frame(self.frame_number)
         frame.pts = round(self._k * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -278,13 +281,7 @@ class ToneAudioTrack(AudioStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        else:
-            wait = self._t0 + self._k * AUDIO_SAMPLES / AUDIO_RATE - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+        await _pace(self, self._k * AUDIO_SAMPLES / AUDIO_RATE)
         frame = self.make_frame(self._k)
         self._k += 1
         return frame

@@ -242,7 +242,7 @@ class Producer:
         self, data: bytes, h: RtpHeader, now: float, only: Consumer | None, level: int
     ) -> None:
         abs_value = abs_send_time(now) if self.video else b""
-        body = data[h.payload_off :]  # payload and any padding, copied once per packet
+        body = memoryview(data)[h.payload_off :]  # payload + padding; copied once, into tail
         nbody = len(body)
         b0 = 0x80 | (h.b0 & 0x20)
         mark = h.b1 & 0x80

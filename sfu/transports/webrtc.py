@@ -76,7 +76,6 @@ class PublisherConnection:
         self.producers: list[Producer] = []
         self.path: tap.SrtpPath | None = None
         self._h = RtpHeader()
-        self.packets = 0
 
     def bind(self, producer: Producer, neg: tap.Negotiated, media_ssrc: int, rtx_ssrc: int):
         src = Source(neg.codec.payloadType or 0, neg.rtx_payload_type,
@@ -122,7 +121,6 @@ class PublisherConnection:
                 self.counters.unknown_ssrc += 1
                 return
         producer, is_rtx = entry
-        self.packets += 1
         if self.path is None:
             self.on_connected()
         now = time.time()
