@@ -54,6 +54,20 @@ async def _server_count(server: Server) -> tuple[float, int | None]:
         return time.time(), None
 
 
+def _ingress(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
+    """hoinghi only: datagrams its direct ingress read per event-loop wake-up, and RTP packets
+    per batch handed to the fan-out, over the window (batching is what sendmmsg pays on)."""
+    c0, c1 = s0.get("counters") or {}, s1.get("counters") or {}
+    def d(name: str) -> float:
+        key = f"hoinghi_router_ingress_{name}"
+        return c1.get(key, 0.0) - c0.get(key, 0.0)
+    wakeups, batches = d("wakeups"), d("rtp_batches")
+    if not wakeups:
+        return {}
+    return {"ingress_datagrams_per_wakeup": round(d("datagrams") / wakeups, 2),
+            "ingress_rtp_per_batch": round(d("rtp_packets") / batches, 2) if batches else None}
+
+
 async def _snapshot(server: Server, children: list[Child], first: bool) -> dict[str, Any]:
     # The server-side counter query costs the server CPU: done outside the CPU window (before
     # the first CPU reading, after the last one).
@@ -64,6 +78,7 @@ async def _snapshot(server: Server, children: list[Child], first: bool) -> dict[
         counted = await _server_count(server)
     return {
         "server_count": counted,
+        "counters": dict(getattr(server, "counters", {})),
         "t": time.time(),
         "server_user": cpu.user_s,
         "server_sys": cpu.system_s,
@@ -186,6 +201,7 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         "foreign_cpu_cores": round(max(0.0, busy - ours) / dt, 3),
         "cores": os.cpu_count(),
         "loadavg1": round(os.getloadavg()[0], 2),
+        **_ingress(s0, s1),
         **extra,
     }
 

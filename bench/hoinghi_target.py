@@ -50,6 +50,7 @@ class HoinghiServer:
         self.config = config
         self.child: Child | None = None
         self.url = ""
+        self.counters: dict[str, float] = {}  # COUNTERS as of the last forwarded_packets()
         self.secret = secrets.token_hex(24)
         self.room = f"bench-{secrets.token_hex(4)}"
 
@@ -85,15 +86,25 @@ class HoinghiServer:
         """The router's own forwarded-packet counter, from /metrics (Prometheus text)."""
         text = await request_text("GET", self.url + "/metrics", timeout=10)
         total = 0.0
+        counters = dict.fromkeys(COUNTERS, 0.0)
         for line in text.splitlines():
             if line.startswith("hoinghi_router_packets_forwarded"):
                 total += float(line.rsplit(" ", 1)[1])
+            name = line.split("{", 1)[0]
+            if name in counters:
+                counters[name] += float(line.rsplit(" ", 1)[1])
+        self.counters = counters
         return int(total)
 
     async def stop(self) -> None:
         if self.child is not None:
             # SIGTERM first (inside Child.stop) lets the server close its peers cleanly.
             await self.child.stop(grace=5)
+
+
+# Read along with the forwarded count, for the ingress figures of the JSON line.
+COUNTERS = ("hoinghi_router_ingress_datagrams", "hoinghi_router_ingress_wakeups",
+            "hoinghi_router_ingress_rtp_batches", "hoinghi_router_ingress_rtp_packets")
 
 
 class _Signaling:

@@ -31,7 +31,7 @@ from sfu.core.rtp import (
     parse_into,
 )
 from sfu.core.stats import ReceiveStats
-from sfu.fastpath import FastGroup
+from sfu.fastpath import Batch, FastGroup
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -84,6 +84,10 @@ class Producer:
         self.last_time: float | None = None
         self.holding = False
         self.resync = False
+        # Set by the ingress while it feeds packets that arrived together: the fan-out queues
+        # them (per group) and `flush` sends each consumer its share at once.
+        self.batching = False
+        self._pending: list[tuple[FastGroup, bytes, int, int, int, int]] = []
         self.packets = 0
         self.octets = 0
         self.forwarded = 0
@@ -168,6 +172,7 @@ class Producer:
         self._regroup()
 
     def _regroup(self) -> None:
+        self.flush()  # queued packets go out with the groups and offsets they were made for
         groups: dict[tuple[int, bytes, int, int], list[Consumer]] = {}
         resuming = set(map(id, self.resuming))
         for c in self.consumers:
@@ -221,6 +226,7 @@ class Producer:
         return data[off] if off >= 0 else -1
 
     def _resync(self, h: RtpHeader, now: float) -> None:
+        self.flush()
         self.resync = False
         if self.video:
             # Delta frames of the new source cannot be decoded by anyone yet: forward from its
@@ -251,18 +257,44 @@ class Producer:
         # packed array.
         one = [(only.ext_key, FastGroup([only], native=False))] if only is not None else None
         groups = self.fast if one is None else one
+        queue = self._pending if self.batching and one is None else None
         sent = 0
-        failed: list[Consumer] = []
         for key, g in groups:
             ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
             if 12 + len(ext) + nbody > MAX_RTP:
                 self.dropped += 1
                 continue
-            sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
+            if queue is not None:
+                queue.append((g, ext + body, b0 | 0x10 if ext else b0, mark, seq, ts))
+            else:
+                sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
+        self._sent(sent, groups)
+
+    def flush(self) -> None:
+        """Send what the fan-out queued while batching: per group, every consumer gets the
+        queued packets in order, in one call (one sendmmsg each on the C path)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        groups: dict[int, tuple[FastGroup, Batch]] = {}
+        for g, *item in pending:
+            entry = groups.get(id(g))
+            if entry is None:
+                entry = groups[id(g)] = (g, [])
+            entry[1].append(tuple(item))  # type: ignore[arg-type]
+        sent = 0
+        for g, batch in groups.values():
+            sent += g.send_batch(batch)
+        self._sent(sent, [(None, g) for g, _ in groups.values()])
+
+    def _sent(self, sent: int, groups: list[tuple[object, FastGroup]]) -> None:
+        self.forwarded += sent
+        failed: list[Consumer] = []
+        for _, g in groups:
             if g.failed:  # the Python path's sends that raised: the transport is gone
                 failed += g.failed
                 g.failed.clear()
-        self.forwarded += sent
         for c in failed:
             c.ready = False
             self.remove_consumer(c)

@@ -38,7 +38,8 @@ from sfu.transports.webrtc import (
 
 log = logging.getLogger(__name__)
 SOURCES = ("camera", "microphone", "screen")
-TICK_S = 0.02
+TICK_S = 0.02  # NACK retries and deferred PLIs are checked at least this often with media
+IDLE_TICK_S = 0.1  # without media: the timers still run (reports, speaker), less often
 SPEAKER_TICK_S = 0.2  # dominant-speaker decisions, as Jitsi's 100-300 ms
 _CNAME = re.compile(r"a=ssrc:\d+ cname:(\S+)")
 
@@ -103,7 +104,14 @@ class Router:
         self.speaker = SpeakerDetector(time.time())
         # Called with the new dominant speaker's id (sync; schedule any I/O yourself).
         self.on_dominant_speaker: Callable[[str], None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        # Timers (NACK/PLI every TICK_S, speaker, reports) run from `poll`, which every
+        # publisher's ingress calls after each batch: while media flows they cost no wake-up of
+        # their own. `_idle` is the fallback when no media flows; it is pushed back on every
+        # poll, so it only fires after IDLE_TICK_S of silence.
+        self._idle: asyncio.TimerHandle | None = None
+        self._next_tick = self._next_speaker = self._next_report = self._idle_due = 0.0
+        self.timer_polls = 0  # polls that ran the timers (stats: they replace a 50 Hz timer)
+        self.idle_wakeups = 0
         self._closed = False
 
     # ------------------------------------------------------------------ publishing
@@ -139,7 +147,7 @@ class Router:
             except Exception as exc:
                 await _close_quietly(pub.pc)
                 raise SdpError("offer cannot be negotiated") from exc
-            tap.claim_transport(pub.pc, pub.on_rtp, pub.on_rtcp)
+            tap.claim_transport(pub.pc, pub.on_rtp_single, pub.on_rtcp)
             try:
                 new_tracks = self._bind_tracks(participant_id, pub, desc, sources)
             except SdpError:
@@ -150,6 +158,7 @@ class Router:
                 old.retire()  # its late packets must not interleave with the new source
                 await _close_quietly(old.pc)
             self.publishers[participant_id] = pub
+            pub.after_batch = self.poll
             self._watch(pub.pc, participant_id, pub)
             self._ensure_timer()
             return pub.pc.localDescription.sdp, new_tracks
@@ -400,6 +409,8 @@ class Router:
 
     def stats(self) -> dict[str, object]:
         producers = list(self.producers.values())
+        conns = [*self.publishers.values(), *self.subscribers.values()]
+        ingress = [c.ingress for c in conns if c.ingress is not None and c.ingress.active]
         return {
             "room": self.room_id,
             "producers": len(producers),
@@ -416,40 +427,64 @@ class Router:
             "nack_recovered": sum(p.nack.recovered for p in producers if p.nack is not None),
             "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
             "tap_errors": tap.TapDtlsTransport.tap_errors,
+            # Connections whose socket the SFU reads itself (tap.DirectIngress), and what it read.
+            "ingress_direct": len(ingress),
+            "ingress_datagrams": sum(i.datagrams for i in ingress),
+            "ingress_rtp_batches": sum(i.batches for i in ingress),
+            "ingress_rtp_packets": sum(i.rtp for i in ingress),
+            "ingress_wakeups": sum(i.wakeups for i in ingress),
+            "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
+            "timer_polls": self.timer_polls,
+            "timer_idle_wakeups": self.idle_wakeups,
         }
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         for pid in list(set(self.publishers) | set(self.subscribers)):
             await self.remove_participant(pid)
 
     # ------------------------------------------------------------------ timers
     def _ensure_timer(self) -> None:
-        if self._task is None and not self._closed:
-            self._task = asyncio.ensure_future(self._run_timers())
+        if self._idle is None and not self._closed:
+            self._idle_due = time.time() + IDLE_TICK_S
+            self._idle = asyncio.get_running_loop().call_later(IDLE_TICK_S, self._on_idle)
 
-    async def _run_timers(self) -> None:
-        next_report = next_speaker = 0.0
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.time()
-            try:
-                for producer in self.producers.values():
-                    producer.tick(now)
-                if now >= next_speaker:
-                    next_speaker = now + SPEAKER_TICK_S
-                    changed = self.speaker.tick(now)
-                    if changed is not None and self.on_dominant_speaker is not None:
-                        self.on_dominant_speaker(changed)
-                if now >= next_report:
-                    next_report = now + 1.0
-                    self._send_reports(now)
-            except Exception:  # a bug here must not stop NACKs and reports for the room
-                log.exception("room %s: timer failed", self.room_id)
+    def _on_idle(self) -> None:
+        self._idle = None
+        self._idle_due = 0.0  # so that poll re-arms
+        self.idle_wakeups += 1
+        self.poll(time.time())
+
+    def poll(self, now: float) -> None:
+        """Run whatever timers are due (cheap when none is). Called after every ingress batch
+        and by the idle fallback; re-arms the fallback IDLE_TICK_S from now."""
+        if self._closed:
+            return
+        if now > self._idle_due - IDLE_TICK_S / 2:  # re-armed at most every IDLE_TICK_S / 2
+            if self._idle is not None:
+                self._idle.cancel()
+            self._idle_due = now + IDLE_TICK_S
+            self._idle = asyncio.get_running_loop().call_later(IDLE_TICK_S, self._on_idle)
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK_S
+        self.timer_polls += 1
+        try:
+            for producer in self.producers.values():
+                producer.tick(now)
+            if now >= self._next_speaker:
+                self._next_speaker = now + SPEAKER_TICK_S
+                changed = self.speaker.tick(now)
+                if changed is not None and self.on_dominant_speaker is not None:
+                    self.on_dominant_speaker(changed)
+            if now >= self._next_report:
+                self._next_report = now + 1.0
+                self._send_reports(now)
+        except Exception:  # a bug here must not stop NACKs and reports for the room
+            log.exception("room %s: timer failed", self.room_id)
 
     def _send_reports(self, now: float) -> None:
         for sub in self.subscribers.values():

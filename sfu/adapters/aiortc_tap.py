@@ -16,14 +16,18 @@ What it does, and why:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aioice.ice
 import aiortc
 import aiortc.rtcpeerconnection as _pc_module
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RtpTap = Callable[[bytes, int], None]  # (decrypted RTP, arrival ms)
 RtcpTap = Callable[[bytes], None]  # decrypted compound RTCP
+RtpBatchTap = Callable[[list[bytes], int], None]  # decrypted RTP that arrived together, ms
 
 # ---------------------------------------------------------------------------- ICE addresses
 
@@ -286,6 +291,113 @@ class SrtpPath:
 
 def _drop(data: object, addr: object) -> None:
     return None
+
+
+# ---------------------------------------------------------------------------- ingress
+
+RECV_SIZE = 65536  # loopback's MTU: what asyncio would hand over, never truncated
+
+
+class DirectIngress:
+    """Reads a connected peer's nominated ICE socket itself, SRTP and all.
+
+    aiortc's receive path costs, per datagram: an event-loop wake-up, a STUN parse that fails
+    by exception, an asyncio.Queue hand-off to the DTLS task and a coroutine chain. Here one
+    wake-up drains everything the socket holds (up to MAX_BATCH datagrams): SRTP/SRTCP is
+    unprotected and handed over at once, RTP as one batch per wake-up (so the fan-out can send a
+    subscriber its packets together); STUN and DTLS go to aioice's protocol exactly as asyncio
+    would hand them (consent checks, DTLS alerts keep working).
+
+    Only for selector event loops (asyncio's default): the transport's reading is paused and
+    our reader registered on its fd, so asyncio's own close() removes it with the socket.
+    """
+
+    MAX_BATCH = 32  # bounds the time one busy publisher holds the loop
+
+    __slots__ = ("_on_rtcp", "_on_rtp_batch", "_protocol", "_rx", "_sock", "_transport",
+                 "batches", "datagrams", "rtp", "srtp_errors", "tap_errors", "wakeups")
+
+    def __init__(self, rx: object, protocol: object, transport: object, sock: object,
+                 on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap) -> None:
+        self._rx = rx
+        self._protocol = protocol
+        self._transport = transport
+        self._sock = sock
+        self._on_rtp_batch = on_rtp_batch
+        self._on_rtcp = on_rtcp
+        self.batches = self.datagrams = self.srtp_errors = self.tap_errors = self.wakeups = 0
+        self.rtp = 0
+
+    @classmethod
+    def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap,
+               on_rtcp: RtcpTap) -> DirectIngress | None:
+        """Take over the nominated pair's socket; None (aiortc's path stays) when not possible:
+        DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop."""
+        loop = asyncio.get_running_loop()
+        rx = getattr(dtls, "_rx_srtp", None)
+        if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol is None:
+            return None
+        protocol = pair.protocol
+        transport = getattr(protocol, "transport", None)
+        sock = getattr(transport, "_sock", None)
+        if sock is None or transport.is_closing() or not transport.is_reading():
+            return None  # closing, or someone (another ingress) took it already
+        self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp)
+        transport.pause_reading()
+        # Same fd as the transport's: asyncio's close() removes this reader with it.
+        loop._add_reader(sock.fileno(), self._readable)
+        return self
+
+    def _readable(self) -> None:
+        recvfrom = self._sock.recvfrom
+        rx = self._rx
+        self.wakeups += 1
+        batch: list[bytes] = []
+        n = 0
+        while n < self.MAX_BATCH:
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable: as asyncio would report it
+                self._protocol.error_received(exc)
+                break
+            n += 1
+            if len(data) > 1 and 127 < data[0] < 192:  # SRTP/SRTCP (RFC 7983 demux)
+                try:
+                    if 191 < data[1] < 224:  # RTCP packet types 192-223 (RFC 5761)
+                        self._tap_rtcp(rx.unprotect_rtcp(data))
+                    else:
+                        batch.append(rx.unprotect(data))
+                except pylibsrtp.Error:  # replayed, forged or garbled: dropped, counted
+                    self.srtp_errors += 1
+            else:
+                self._protocol.datagram_received(data, addr)  # STUN, DTLS: aioice/aiortc
+        self.datagrams += n
+        if batch:
+            self.batches += 1
+            self.rtp += len(batch)
+            try:
+                self._on_rtp_batch(batch, int(time.monotonic() * 1000))
+            except Exception:  # one bad batch must not unregister the reader
+                self.tap_errors += 1
+                if self.tap_errors <= 10:
+                    log.exception("RTP batch tap failed (batch dropped)")
+
+    def _tap_rtcp(self, data: bytes) -> None:
+        try:
+            self._on_rtcp(data)
+        except Exception:
+            self.tap_errors += 1
+            if self.tap_errors <= 10:
+                log.exception("RTCP tap failed (packet dropped)")
+
+    @property
+    def active(self) -> bool:
+        return not self._transport.is_closing()
 
 
 # ---------------------------------------------------------------------------- test helpers

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import os
 import socket
+import struct
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -67,12 +68,23 @@ AVAILABLE: bool = COMPILED and _protect_is_libsrtp2() and not DISABLED
 if COMPILED and _protect_is_libsrtp2():
     _ffi, _lib = _fanout.ffi, _fanout.lib
     _fp_send = _lib.fp_send
+    _fp_send_batch = _lib.fp_send_batch
     _PROTECT: int = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
     MAX_PACKET: int = _lib.fp_max_packet()
+    MAX_BATCH: int = _lib.fp_max_batch()
+    # The batch's packet descriptors, packed by struct into one C array (fp_pkt in fanout.c).
+    _PKTS = _ffi.new("fp_pkt[]", MAX_BATCH)
+    _PKTS_VIEW = _ffi.buffer(_PKTS)
 else:
-    _ffi = _lib = _fp_send = None
+    _ffi = _lib = _fp_send = _fp_send_batch = None
     _PROTECT = 0
     MAX_PACKET = 2048 - 144  # same bound as fanout.c: the buffer less libsrtp's max trailer
+    MAX_BATCH = 32
+    _PKTS = _PKTS_VIEW = None
+_pack_pkt = struct.Struct("=IIBBHI").pack_into  # fp_pkt: off, len, b0, mark, seq, ts
+
+Batch = list[tuple[bytes, int, int, int, int]]
+"""Packets for one group, in order: (tail, b0, mark, seq, ts) each, as `send` takes them."""
 
 
 def reason() -> str:
@@ -278,6 +290,27 @@ class FastGroup:
         sent = _fp_send(self._entries, self._n, tail, len(tail), b0, mark, seq, ts, _PROTECT)
         if self._py:
             sent += self._loop(self._py, tail, b0, mark, seq, ts)
+        return sent
+
+    def send_batch(self, batch: Batch) -> int:
+        """Send several packets; on the C path each consumer gets all of them in one
+        sendmmsg (one receiver wake-up per batch). Returns how many packets were sent."""
+        if not self.native or len(batch) == 1:
+            return sum(self.send(*item) for item in batch)
+        sent = 0
+        for i in range(0, len(batch), MAX_BATCH):
+            part = batch[i : i + MAX_BATCH]
+            off = 0
+            view = _PKTS_VIEW
+            for j, (tail, b0, mark, seq, ts) in enumerate(part):
+                n = len(tail)
+                _pack_pkt(view, 16 * j, off, n, b0, mark, seq & 0xFFFF, ts & 0xFFFFFFFF)
+                off += n
+            blob = b"".join(item[0] for item in part)
+            sent += _fp_send_batch(self._entries, self._n, _PKTS, len(part), blob, _PROTECT)
+            if self._py:
+                for item in part:
+                    sent += self._loop(self._py, *item)
         return sent
 
     def _send_py(self, tail: bytes, b0: int, mark: int, seq: int, ts: int) -> int:

@@ -45,6 +45,18 @@ typedef struct {
 int fp_prepare(fp_entry *e, int n);
 int fp_send(fp_entry *e, int n, const char *tail, size_t tail_len, unsigned int b0,
             unsigned int mark, unsigned int seq, uint32_t ts, uintptr_t protect_addr);
+typedef struct {
+    uint32_t off;
+    uint32_t len;
+    uint8_t b0;
+    uint8_t mark;
+    uint16_t seq;
+    uint32_t ts;
+} fp_pkt;
+
+int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char *blob,
+                  uintptr_t protect_addr);
+int fp_max_batch(void);
 int fp_max_packet(void);
 """
 

@@ -75,6 +75,9 @@ class PublisherConnection:
         self.sources: dict[int, Source] = {}  # id(producer) -> its source on this connection
         self.producers: list[Producer] = []
         self.path: tap.SrtpPath | None = None
+        self.ingress: tap.DirectIngress | None = None
+        # The router's timers, run after each batch (no wake-up of their own while media flows).
+        self.after_batch: Callable[[float], None] | None = None
         self._h = RtpHeader()
 
     def bind(self, producer: Producer, neg: tap.Negotiated, media_ssrc: int, rtx_ssrc: int):
@@ -107,6 +110,31 @@ class PublisherConnection:
         self.path = tap.SrtpPath(dtls)
         for src in self.sources.values():
             src.path = self.path
+        self.ingress = tap.DirectIngress.attach(dtls, self.on_rtp_batch, self.on_rtcp)
+
+    def on_rtp_single(self, data: bytes, arrival_ms: int) -> None:
+        """aiortc's own receive path (before DirectIngress took the socket over)."""
+        self.on_rtp_batch([data], arrival_ms)
+
+    def on_rtp_batch(self, packets: list[bytes], arrival_ms: int) -> None:
+        """Packets one wake-up read together: the producers send each subscriber its share of
+        them in one go (`Producer.flush`), after every packet went through `on_rtp`."""
+        if len(packets) == 1:
+            for data in packets:
+                self.on_rtp(data, arrival_ms)
+        else:
+            producers = self.producers
+            for p in producers:
+                p.batching = True
+            try:
+                for data in packets:
+                    self.on_rtp(data, arrival_ms)
+            finally:
+                for p in producers:
+                    p.batching = False
+                    p.flush()
+        if self.after_batch is not None:
+            self.after_batch(time.time())
 
     # ------------------------------------------------------------------ taps (hot)
     def on_rtp(self, data: bytes, arrival_ms: int) -> None:
@@ -176,6 +204,7 @@ class SubscriberConnection:
         self.transceivers: dict[str, object] = {}  # track id -> transceiver
         self.free: list = []  # slots whose track went away, for the next one (sfu/slots.py)
         self.path: tap.SrtpPath | None = None
+        self.ingress: tap.DirectIngress | None = None  # RTCP from the subscriber, read directly
         self.claimed = False
         self.awaiting_answer = False
         self.dirty = False
@@ -190,6 +219,7 @@ class SubscriberConnection:
                 if dtls is None:
                     return
                 self.path = tap.SrtpPath(dtls)
+                self.ingress = tap.DirectIngress.attach(dtls, _ignore_batch, self.on_rtcp)
             neg = tap.negotiated(transceiver)  # type: ignore[arg-type]
             ssrc, rtx_ssrc = tap.sender_ssrcs(transceiver)  # type: ignore[arg-type]
             c.configure(neg, ssrc, rtx_ssrc, self.path)
@@ -233,6 +263,10 @@ class SubscriberConnection:
             rtt = ((ntp_middle(ntp_from_unix(now)) - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
             if rtt < 60:
                 c.rtt_s = rtt
+
+
+def _ignore_batch(packets: list[bytes], arrival_ms: int) -> None:
+    return None  # subscribers send no media on their connection
 
 
 def _parse_counted(data: bytes, counters: MediaCounters) -> list[RtcpItem]:

@@ -78,3 +78,43 @@ def test_set_ice_hosts_replaces_gathering() -> None:
     finally:
         tap.set_ice_hosts([])
     assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+def test_what_direct_ingress_reads_and_replaces() -> None:
+    # DirectIngress takes the datagrams that aiortc's DTLS task would get from aioice's queue:
+    # it must see the same demux (RFC 7983 first byte) and the same unprotect calls.
+    src = inspect.getsource(RTCDtlsTransport._recv_next)
+    assert "first_byte > 127 and first_byte < 192 and self._rx_srtp" in src
+    assert "self._rx_srtp.unprotect_rtcp(data)" in src and "self._rx_srtp.unprotect(data)" in src
+    assert "self._rx_srtp = Session(rx_policy)" in inspect.getsource(
+        RTCDtlsTransport._setup_srtp)
+    # aioice hands every datagram to StunProtocol.datagram_received (STUN, else data).
+    dr = inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+    assert "stun.parse_message(data)" in dr and "self.receiver.data_received" in dr
+    assert "self.transport = " in inspect.getsource(aioice.ice.StunProtocol.connection_made)
+    assert issubclass(pylibsrtp.Error, Exception)
+
+
+async def test_selector_transports_can_be_taken_over() -> None:
+    # pause_reading() drops asyncio's reader; _add_reader() registers ours on the same fd, which
+    # the transport's close() removes. Checked on a live datagram transport.
+    import asyncio
+    import socket
+
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, tap.BaseSelectorEventLoop)
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    sock = transport._sock  # type: ignore[attr-defined]
+    assert isinstance(sock, socket.socket) and transport.is_reading()
+    got = asyncio.Event()
+    transport.pause_reading()
+    assert not transport.is_reading()
+    loop._add_reader(sock.fileno(), got.set)  # type: ignore[attr-defined]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.sendto(b"x", sock.getsockname())
+    await asyncio.wait_for(got.wait(), 5)
+    fd = sock.fileno()
+    transport.close()  # removes the fd's reader at once (the socket closes a callback later)
+    assert fd not in loop._selector.get_map()  # type: ignore[attr-defined]
+    tx.close()

@@ -31,6 +31,9 @@ async def test_chair_reaches_three_subscribers_with_correct_frames_and_audio() -
         stats = h.router.stats()
         assert stats["packets_forwarded"] >= 3 * stats["packets_in"] * 0.8
         assert stats["malformed_rtp"] == 0
+        # Every connection's socket is read by the SFU itself (tap.DirectIngress), not aiortc.
+        assert stats["ingress_direct"] == 4
+        assert stats["ingress_rtp_packets"] >= stats["ingress_rtp_batches"] > 0
 
 
 async def test_late_joiner_gets_a_picture_promptly_through_a_keyframe_request() -> None:
@@ -140,6 +143,9 @@ async def test_garbage_rtp_and_rtcp_are_counted_and_others_keep_receiving() -> N
             (s := h.router.stats())["malformed_rtp"] + s["unknown_ssrc"] + s["malformed_rtcp"]
             > before["malformed_rtp"] + before["unknown_ssrc"] + before["malformed_rtcp"]
         ))
+        # The unauthenticated junk failed SRTP in the direct ingress, which kept reading.
+        assert await wait_until(
+            lambda: h.router.stats()["ingress_srtp_errors"] > before["ingress_srtp_errors"])
         frames = got["chair/camera"].video.valid
         assert await asyncio.wait_for(got["chair/camera"].wait_frames(frames + 15), 20)
         assert h.router.stats()["tap_errors"] == 0
@@ -177,3 +183,34 @@ async def test_no_decoder_or_encoder_runs_for_forwarding() -> None:
         # The client side here decodes (video-decoder/audio-decoder threads of the viewer), so
         # count threads against receivers: exactly the viewer's two, none for the server.
         assert sum(name.endswith("-decoder") for name in new_threads) <= 2
+
+
+async def test_direct_ingress_and_timers_follow_the_connections() -> None:
+    async with harness() as h:
+        pub_pc, tracks, _ = await h.publish("chair")
+        ids = [t.id for t in tracks]
+        sub_pc, got = await h.subscribe("viewer", ids)
+        assert await asyncio.wait_for(got["chair/camera"].wait_frames(10), 20)
+        assert await wait_until(lambda: h.router.stats()["ingress_direct"] == 2)
+        # While media flows the timers run from the ingress: the idle fallback stays quiet.
+        s0 = h.router.stats()
+        assert await asyncio.wait_for(got["chair/camera"].wait_frames(40), 20)
+        s1 = h.router.stats()
+        polls = s1["timer_polls"] - s0["timer_polls"]
+        assert polls > 5 * (s1["timer_idle_wakeups"] - s0["timer_idle_wakeups"])
+        ingress = [c.ingress for c in (*h.router.publishers.values(),
+                                       *h.router.subscribers.values())]
+        # The viewer leaves: its socket closes and the reader registered on it goes with it.
+        await h.router.remove_participant("viewer")
+        await sub_pc.close()
+        assert await wait_until(lambda: h.router.stats()["ingress_direct"] == 1)
+        assert sum(1 for i in ingress if i is not None and not i.active) == 1
+        loop = asyncio.get_running_loop()
+        live_fds = set(loop._selector.get_map())  # type: ignore[attr-defined]
+        for i in ingress:
+            assert i is not None
+            assert (i._sock.fileno() in live_fds) == i.active  # a closed socket has fd -1
+        # The chair stops sending: the timers go on (reports, speaker) on the idle fallback.
+        await pub_pc.close()
+        idle = h.router.stats()["timer_idle_wakeups"]
+        assert await wait_until(lambda: h.router.stats()["timer_idle_wakeups"] >= idle + 3)

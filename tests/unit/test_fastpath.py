@@ -29,12 +29,17 @@ from pylibsrtp import Policy, Session
 from sfu import fastpath
 from sfu.adapters.aiortc_tap import Negotiated, SrtpPath
 from sfu.consumer import Consumer
-from sfu.core.rtp import URI_ABS_SEND_TIME, URI_MID, build_extensions
+from sfu.config import SfuConfig
+from sfu.core.rtp import URI_ABS_SEND_TIME, URI_MID, RtpHeader, build_extensions, parse_into
+from sfu.producer import Producer, Source
+from sfu.router import TrackInfo
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = bytes(range(44))  # AEAD_AES_256_GCM: 32-byte key + 12-byte salt
 PROFILE = Policy.SRTP_PROFILE_AEAD_AES_256_GCM
 HDR = struct.Struct("!BBHII")
+VP8_KEY = b"\x10\x50\x02\x00\x9d\x01\x2a" + bytes(50)  # descriptor S=1, then P=0 (key)
+VP8_DELTA = b"\x10\x51" + bytes(50)  # P=1
 
 PATHS = [
     pytest.param(True, id="c", marks=pytest.mark.skipif(
@@ -83,7 +88,8 @@ def receiver(host: str = "127.0.0.1") -> socket.socket:
     return s
 
 
-async def make_peer(i: int, key: bytes = KEY, host: str = "127.0.0.1") -> Peer:
+async def make_peer(i: int, key: bytes = KEY, host: str = "127.0.0.1",
+                    producer: Any = None) -> Peer:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
         asyncio.DatagramProtocol, local_addr=(host, 0))
@@ -93,7 +99,8 @@ async def make_peer(i: int, key: bytes = KEY, host: str = "127.0.0.1") -> Peer:
     dtls = SimpleNamespace(_tx_srtp=tx_session(key),
                            transport=SimpleNamespace(_connection=SimpleNamespace(
                                _nominated={1: pair})))
-    producer: Any = SimpleNamespace(track=SimpleNamespace(id="pub/camera"))
+    if producer is None:
+        producer = SimpleNamespace(track=SimpleNamespace(id="pub/camera"))
     c = Consumer(producer, f"sub{i}", random.Random(i))
     neg = Negotiated(
         mid=str(i), kind="video",
@@ -252,6 +259,103 @@ async def test_oversize_packets_are_dropped_and_counted(native: bool) -> None:
         close_all(peers)
 
 
+@pytest.mark.parametrize("native", PATHS)
+async def test_a_batch_reaches_every_consumer_in_order(native: bool) -> None:
+    peers = [await make_peer(i) for i in range(3)]
+    try:
+        g = fastpath.FastGroup([p.consumer for p in peers], native=native)
+        # More than one C call's worth (MAX_BATCH), wrapping seq and ts, mixed sizes and flags.
+        batch = [(packet_tail(k, 100 + 37 * k), 0x90 if k % 3 else 0xB0, k % 2 * 0x80,
+                  (0xFFF0 + k) & 0xFFFF, (0xFFFFFF00 + 3000 * k) & 0xFFFFFFFF)
+                 for k in range(fastpath.MAX_BATCH + 5)]
+        assert g.send_batch(batch) == 3 * len(batch)
+        for p in peers:
+            for tail, b0, mark, seq, ts in batch:
+                check(p, p.receive(), b0, mark, seq, ts, tail)
+            assert p.nothing_waiting()
+        assert g.errors == 0 and not g.failed
+    finally:
+        close_all(peers)
+
+
+@pytest.mark.parametrize("native", PATHS)
+async def test_an_oversize_packet_in_a_batch_drops_only_itself(native: bool) -> None:
+    peers = [await make_peer(i) for i in range(2)]
+    try:
+        g = fastpath.FastGroup([p.consumer for p in peers], native=native)
+        good = [(packet_tail(k), 0x90, 0, 10 + k, 20 + k) for k in range(3)]
+        huge = (b"\0" * fastpath.MAX_PACKET, 0x80, 0, 99, 99)
+        assert g.send_batch([good[0], huge, good[1], good[2]]) == 2 * 3
+        assert g.errors == 2  # the huge one, once per consumer
+        for p in peers:
+            for item in good:
+                check(p, p.receive(), *item[1:], item[0])
+            assert p.nothing_waiting()
+    finally:
+        close_all(peers)
+
+
+def out_seq_ts(got: bytes, sent: bytes) -> tuple[int, int]:
+    """(seq, ts) of a packet the producer forwarded; its payload must be the one sent."""
+    assert got.endswith(sent[12:])
+    return HDR.unpack_from(got)[2], HDR.unpack_from(got)[3]
+
+
+def rtp(seq: int, ts: int, payload: bytes, mark: int = 0) -> tuple[bytes, RtpHeader]:
+    data = HDR.pack(0x80, mark | 96, seq, ts, 0xAAAA) + payload
+    h = RtpHeader()
+    assert parse_into(h, data)
+    return data, h
+
+
+@pytest.mark.parametrize("native", PATHS)
+async def test_producer_batch_admits_a_resuming_consumer_at_the_keyframe(
+        native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the ingress does with packets that arrived together: queue the fan-out, send each
+    # consumer its share at flush. A keyframe inside the batch regroups (a paused consumer
+    # joins): what was queued before must go out with the old groups, and the joiner must get
+    # exactly the packets from the keyframe on.
+    monkeypatch.setattr(fastpath, "AVAILABLE", native)
+    track = TrackInfo("pub/camera", "pub", "video", "camera", "VP8")
+    producer = Producer(track, 90000, SfuConfig(), random.Random(1))
+    src = Source(96, 0, 0)
+    src.ssrc = 0xAAAA
+    producer.bind_source(src)
+    peers = [await make_peer(i, producer=producer) for i in range(2)]
+    try:
+        watching, paused = peers[0].consumer, peers[1].consumer
+        for c in (watching, paused):
+            producer.add_consumer(c, 1.0)
+        first, h = rtp(1000, 9000, VP8_KEY)
+        producer.on_rtp(first, h, 1.0)  # unbatched: both get it at once
+        before = [out_seq_ts(p.receive(), first) for p in peers]
+        producer.pause(paused)
+        producer.resume(paused, 1.1)  # back: joins at the next keyframe
+        packets = [rtp(1001, 12000, VP8_DELTA, 0x80), rtp(1002, 15000, VP8_KEY),
+                   rtp(1003, 15000, VP8_DELTA, 0x80)]
+        producer.batching = True
+        for data, h in packets:
+            producer.on_rtp(data, h, 1.2)
+        producer.batching = False
+        # The keyframe regrouped mid-batch, which first sent the delta frame queued for the
+        # old group (the watching consumer only).
+        assert out_seq_ts(peers[0].receive(), packets[0][0]) == (
+            (before[0][0] + 1) & 0xFFFF, (before[0][1] + 3000) & 0xFFFFFFFF)
+        assert peers[1].nothing_waiting()
+        producer.flush()
+        for p, start in zip(peers, before, strict=True):
+            got = [out_seq_ts(p.receive(), data) for data, _ in packets[1:]]
+            assert p.nothing_waiting()
+            if p is peers[0]:
+                assert [s for s, _ in got] == [(start[0] + k) & 0xFFFF for k in (2, 3)]
+            else:  # the joiner continues from its pause point: no gap, no repeat
+                assert [s for s, _ in got] == [(start[0] + k) & 0xFFFF for k in (1, 2)]
+            assert got[0][1] == got[1][1]  # one frame: one timestamp
+        assert producer.forwarded == 2 + 1 + 2 + 2
+    finally:
+        close_all(peers)
+
+
 # ------------------------------------------------------------------------------ C specifics
 
 
@@ -268,6 +372,11 @@ async def test_c_and_python_put_the_same_bytes_on_the_wire() -> None:
             tail = packet_tail(k, 1100)
             assert g_c.send(tail, 0x90, k % 2 * 0x80, 500 + k, 9000 * k) == 3
             assert g_py.send(tail, 0x90, k % 2 * 0x80, 500 + k, 9000 * k) == 3
+            for a, b in zip(c_peers, py_peers, strict=True):
+                assert a.rx.recv(4096) == b.rx.recv(4096)
+        batch = [(packet_tail(k, 900), 0x90, 0, 600 + k, 7000 * k) for k in range(5)]
+        assert g_c.send_batch(batch) == g_py.send_batch(batch) == 15  # sendmmsg, byte-equal
+        for _ in batch:
             for a, b in zip(c_peers, py_peers, strict=True):
                 assert a.rx.recv(4096) == b.rx.recv(4096)
     finally:
