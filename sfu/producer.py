@@ -6,7 +6,9 @@ munger, so subscribers see one continuous stream.
 
 The per-packet path is `on_rtp` → `_fanout`: parse once, rewrite a 12-byte header per consumer
 into one reused buffer, SRTP-protect in place, sendto. No awaits, no logging, no per-consumer
-objects.
+objects. When the ingress read several packets in one wake-up it sets `batching`: the fan-out
+then queues them and `flush` hands each consumer its share in one call (one sendmmsg in C), so
+a subscriber is woken once per batch, not once per packet.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 from sfu.core.rtcp import build_remb, build_rr, build_sdes, build_sr, ntp_from_unix
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sfu.producer import Producer
     from sfu.transports.webrtc import PublisherConnection, SubscriberConnection
 
 NTP_UNIX_OFFSET = 2208988800
@@ -58,3 +61,27 @@ def publisher_feedback(pub: PublisherConnection, now: float, max_bitrate_bps: in
     if video_ssrcs:
         packet += build_remb(sender, max_bitrate_bps, video_ssrcs)
     return packet
+
+
+def send_reports(subscribers: Iterable[SubscriberConnection], producers: Iterable[Producer],
+                 publishers: Iterable[PublisherConnection], now: float,
+                 max_bitrate_bps: int) -> None:
+    """The once-a-second round: SRs to every subscriber, RR + REMB to every publisher. Also
+    where ICE pairs are followed (they move on ICE restart), as it runs anyway."""
+    for sub in subscribers:
+        if sub.path is None:
+            continue
+        for c in sub.consumers.values():
+            c.refresh_path()
+        packet = subscriber_reports(sub, now)
+        if packet:
+            sub.path.send_rtcp(packet)
+    for producer in producers:
+        producer.refresh_paths()
+    for pub in publishers:
+        if pub.path is None:
+            continue
+        pub.path.refresh()
+        packet = publisher_feedback(pub, now, max_bitrate_bps)
+        if packet:
+            pub.path.send_rtcp(packet)

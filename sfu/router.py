@@ -1,8 +1,11 @@
 """Router: one conference's media switch (mediasoup's word). Signaling talks only to this.
 
 It owns each participant's publisher and subscriber connections, the Producers (tracks in) and
-Consumers (tracks out), and one timer task for the whole room (NACK/PLI every 20 ms, sender and
-receiver reports every second) instead of aiortc's tasks per sender and receiver.
+Consumers (tracks out), and one set of timers for the whole room (NACK/PLI every 20 ms, speaker
+every 200 ms, sender and receiver reports every second) instead of aiortc's tasks per sender and
+receiver. The timers run from `poll`, which the publishers' ingress calls after each batch, so
+while media flows they cost no event-loop wake-up of their own; a fallback timer runs them when
+no media arrives for IDLE_TICK_S.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.speaker import SpeakerDetector
 from sfu.producer import Producer
-from sfu.reports import publisher_feedback, subscriber_reports
+from sfu.reports import send_reports
 from sfu.transports.webrtc import (
     MediaCounters,
     PublisherConnection,
@@ -482,28 +485,10 @@ class Router:
                     self.on_dominant_speaker(changed)
             if now >= self._next_report:
                 self._next_report = now + 1.0
-                self._send_reports(now)
+                send_reports(self.subscribers.values(), self.producers.values(),
+                             self.publishers.values(), now, self.config.max_bitrate_bps)
         except Exception:  # a bug here must not stop NACKs and reports for the room
             log.exception("room %s: timer failed", self.room_id)
-
-    def _send_reports(self, now: float) -> None:
-        for sub in self.subscribers.values():
-            if sub.path is None:
-                continue
-            for c in sub.consumers.values():
-                c.refresh_path()
-            packet = subscriber_reports(sub, now)
-            if packet:
-                sub.path.send_rtcp(packet)
-        for producer in self.producers.values():
-            producer.refresh_paths()
-        for pub in self.publishers.values():
-            if pub.path is None:
-                continue
-            pub.path.refresh()
-            packet = publisher_feedback(pub, now, self.config.max_bitrate_bps)
-            if packet:
-                pub.path.send_rtcp(packet)
 
     def _lock(self, pid: str) -> asyncio.Lock:
         return self._locks.setdefault(pid, asyncio.Lock())

@@ -12,6 +12,9 @@ What it does, and why:
   decoder thread, a claimed sender starts no encoder or RTCP task (the router sends SRs).
 - Egress bypasses aiortc's coroutine send path: `SrtpPath` protects into one preallocated buffer
   with libsrtp and calls sendto on the nominated ICE pair directly.
+- Ingress bypasses aioice's queue and aiortc's DTLS task once SRTP is up: `DirectIngress` reads
+  the nominated pair's socket itself (asyncio internals too: a paused selector transport and a
+  reader on its fd), several datagrams per wake-up.
 """
 
 from __future__ import annotations

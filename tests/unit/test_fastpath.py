@@ -28,8 +28,8 @@ from pylibsrtp import Policy, Session
 
 from sfu import fastpath
 from sfu.adapters.aiortc_tap import Negotiated, SrtpPath
-from sfu.consumer import Consumer
 from sfu.config import SfuConfig
+from sfu.consumer import Consumer
 from sfu.core.rtp import URI_ABS_SEND_TIME, URI_MID, RtpHeader, build_extensions, parse_into
 from sfu.producer import Producer, Source
 from sfu.router import TrackInfo
