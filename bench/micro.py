@@ -27,6 +27,8 @@ from typing import Any
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib
 
+from bench.wakeup import wakeup_cases
+
 _HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _PROFILES = {
@@ -246,6 +248,9 @@ def run_micro(out_dir: Path, quick: bool = False) -> int:
         for r in got if isinstance(got, list) else [got]:
             results.append(r)
             print(json.dumps(r), flush=True)
+    for r in wakeup_cases(quick):
+        results.append(r)
+        print(json.dumps(r), flush=True)
     machine = {"kind": "machine", "cores": os.cpu_count(), "python": sys.version.split()[0],
                "cpu": _cpu_model(), "loadavg1": round(os.getloadavg()[0], 2)}
     print(json.dumps(machine), flush=True)

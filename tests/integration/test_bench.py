@@ -83,7 +83,7 @@ def test_micro_quick(tmp_path: Path) -> None:
     cases = {x["case"]: x for x in lines if x["kind"] == "micro" and "skipped" not in x}
     # The physical limits are all there, each a plausible per-packet cost.
     for needle in ("udp sendto", "srtp Session.protect()", "srtp_protect cffi",
-                   "header rewrite", "pipeline"):
+                   "header rewrite", "pipeline", "asyncio_udp_wakeup"):
         hits = [c for name, c in cases.items() if needle in name]
         assert hits, (needle, list(cases))
         assert all(0 < c["us_per_pkt"] < 1000 for c in hits), hits
