@@ -89,7 +89,7 @@ class Producer:
         # Set by the ingress while it feeds packets that arrived together: the fan-out queues
         # them (per group) and `flush` sends each consumer its share at once.
         self.batching = False
-        self._pending: list[tuple[FastGroup, bytes, int, int, int, int]] = []
+        self._pending: dict[FastGroup, Batch] = {}
         self.packets = 0
         self.octets = 0
         self.forwarded = 0
@@ -267,10 +267,11 @@ class Producer:
                 self.dropped += 1
                 continue
             if queue is not None:
-                queue.append((g, ext + body, b0 | 0x10 if ext else b0, mark, seq, ts))
+                queue.setdefault(g, []).append((ext + body, b0 | 0x10 if ext else b0, mark,
+                                                seq, ts))
             else:
                 sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
-        self._sent(sent, groups)
+        self._sent(sent, [g for _, g in groups])
 
     def flush(self) -> None:
         """Send what the fan-out queued while batching: per group, every consumer gets the
@@ -278,22 +279,14 @@ class Producer:
         pending = self._pending
         if not pending:
             return
-        self._pending = []
-        groups: dict[int, tuple[FastGroup, Batch]] = {}
-        for g, *item in pending:
-            entry = groups.get(id(g))
-            if entry is None:
-                entry = groups[id(g)] = (g, [])
-            entry[1].append(tuple(item))  # type: ignore[arg-type]
-        sent = 0
-        for g, batch in groups.values():
-            sent += g.send_batch(batch)
-        self._sent(sent, [(None, g) for g, _ in groups.values()])
+        self._pending = {}
+        sent = sum(g.send_batch(batch) for g, batch in pending.items())
+        self._sent(sent, list(pending))
 
-    def _sent(self, sent: int, groups: list[tuple[object, FastGroup]]) -> None:
+    def _sent(self, sent: int, groups: list[FastGroup]) -> None:
         self.forwarded += sent
         failed: list[Consumer] = []
-        for _, g in groups:
+        for g in groups:
             if g.failed:  # the Python path's sends that raised: the transport is gone
                 failed += g.failed
                 g.failed.clear()

@@ -3,9 +3,8 @@
 It owns each participant's publisher and subscriber connections, the Producers (tracks in) and
 Consumers (tracks out), and one set of timers for the whole room (NACK/PLI every 20 ms, speaker
 every 200 ms, sender and receiver reports every second) instead of aiortc's tasks per sender and
-receiver. The timers run from `poll`, which the publishers' ingress calls after each batch, so
-while media flows they cost no event-loop wake-up of their own; a fallback timer runs them when
-no media arrives for IDLE_TICK_S.
+receiver. The timers run after each ingress batch, so while media flows they cost no event-loop
+wake-up of their own (sfu/timers.py).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from sfu.consumer import Consumer
 from sfu.core.speaker import SpeakerDetector
 from sfu.producer import Producer
 from sfu.reports import send_reports
+from sfu.timers import RoomTimers
 from sfu.transports.webrtc import (
     MediaCounters,
     PublisherConnection,
@@ -41,9 +41,6 @@ from sfu.transports.webrtc import (
 
 log = logging.getLogger(__name__)
 SOURCES = ("camera", "microphone", "screen")
-TICK_S = 0.02  # NACK retries and deferred PLIs are checked at least this often with media
-IDLE_TICK_S = 0.1  # without media: the timers still run (reports, speaker), less often
-SPEAKER_TICK_S = 0.2  # dominant-speaker decisions, as Jitsi's 100-300 ms
 _CNAME = re.compile(r"a=ssrc:\d+ cname:(\S+)")
 
 
@@ -107,14 +104,8 @@ class Router:
         self.speaker = SpeakerDetector(time.time())
         # Called with the new dominant speaker's id (sync; schedule any I/O yourself).
         self.on_dominant_speaker: Callable[[str], None] | None = None
-        # Timers (NACK/PLI every TICK_S, speaker, reports) run from `poll`, which every
-        # publisher's ingress calls after each batch: while media flows they cost no wake-up of
-        # their own. `_idle` is the fallback when no media flows; it is pushed back on every
-        # poll, so it only fires after IDLE_TICK_S of silence.
-        self._idle: asyncio.TimerHandle | None = None
-        self._next_tick = self._next_speaker = self._next_report = self._idle_due = 0.0
-        self.timer_polls = 0  # polls that ran the timers (stats: they replace a 50 Hz timer)
-        self.idle_wakeups = 0
+        # Run after every publisher batch (`poll`), with an idle fallback: sfu/timers.py.
+        self.timers = RoomTimers(room_id, self._tick, self._speaker_tick, self._report)
         self._closed = False
 
     # ------------------------------------------------------------------ publishing
@@ -161,9 +152,9 @@ class Router:
                 old.retire()  # its late packets must not interleave with the new source
                 await _close_quietly(old.pc)
             self.publishers[participant_id] = pub
-            pub.after_batch = self.poll
+            pub.after_batch = self.timers.poll
             self._watch(pub.pc, participant_id, pub)
-            self._ensure_timer()
+            self.timers.start()
             return pub.pc.localDescription.sdp, new_tracks
 
     def _bind_tracks(self, pid: str, pub: PublisherConnection, desc, sources: dict[str, str]):
@@ -267,7 +258,7 @@ class Router:
             sub = SubscriberConnection(pid, new_peer_connection(self.config), self.counters)
             self.subscribers[pid] = sub
             self._watch(sub.pc, pid, sub)
-            self._ensure_timer()
+            self.timers.start()
         return sub
 
     def _consumer_ready(self, c: Consumer) -> None:
@@ -437,58 +428,29 @@ class Router:
             "ingress_rtp_packets": sum(i.rtp for i in ingress),
             "ingress_wakeups": sum(i.wakeups for i in ingress),
             "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
-            "timer_polls": self.timer_polls,
-            "timer_idle_wakeups": self.idle_wakeups,
+            "timer_polls": self.timers.polls,
+            "timer_idle_wakeups": self.timers.idle_wakeups,
         }
 
     async def close(self) -> None:
         self._closed = True
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self.timers.close()
         for pid in list(set(self.publishers) | set(self.subscribers)):
             await self.remove_participant(pid)
 
     # ------------------------------------------------------------------ timers
-    def _ensure_timer(self) -> None:
-        if self._idle is None and not self._closed:
-            self._idle_due = time.time() + IDLE_TICK_S
-            self._idle = asyncio.get_running_loop().call_later(IDLE_TICK_S, self._on_idle)
+    def _tick(self, now: float) -> None:
+        for producer in self.producers.values():
+            producer.tick(now)
 
-    def _on_idle(self) -> None:
-        self._idle = None
-        self._idle_due = 0.0  # so that poll re-arms
-        self.idle_wakeups += 1
-        self.poll(time.time())
+    def _speaker_tick(self, now: float) -> None:
+        changed = self.speaker.tick(now)
+        if changed is not None and self.on_dominant_speaker is not None:
+            self.on_dominant_speaker(changed)
 
-    def poll(self, now: float) -> None:
-        """Run whatever timers are due (cheap when none is). Called after every ingress batch
-        and by the idle fallback; re-arms the fallback IDLE_TICK_S from now."""
-        if self._closed:
-            return
-        if now > self._idle_due - IDLE_TICK_S / 2:  # re-armed at most every IDLE_TICK_S / 2
-            if self._idle is not None:
-                self._idle.cancel()
-            self._idle_due = now + IDLE_TICK_S
-            self._idle = asyncio.get_running_loop().call_later(IDLE_TICK_S, self._on_idle)
-        if now < self._next_tick:
-            return
-        self._next_tick = now + TICK_S
-        self.timer_polls += 1
-        try:
-            for producer in self.producers.values():
-                producer.tick(now)
-            if now >= self._next_speaker:
-                self._next_speaker = now + SPEAKER_TICK_S
-                changed = self.speaker.tick(now)
-                if changed is not None and self.on_dominant_speaker is not None:
-                    self.on_dominant_speaker(changed)
-            if now >= self._next_report:
-                self._next_report = now + 1.0
-                send_reports(self.subscribers.values(), self.producers.values(),
-                             self.publishers.values(), now, self.config.max_bitrate_bps)
-        except Exception:  # a bug here must not stop NACKs and reports for the room
-            log.exception("room %s: timer failed", self.room_id)
+    def _report(self, now: float) -> None:
+        send_reports(self.subscribers.values(), self.producers.values(),
+                     self.publishers.values(), now, self.config.max_bitrate_bps)
 
     def _lock(self, pid: str) -> asyncio.Lock:
         return self._locks.setdefault(pid, asyncio.Lock())

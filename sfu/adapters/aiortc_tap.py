@@ -86,9 +86,7 @@ class TapDtlsTransport(RTCDtlsTransport):
         try:
             tap(data, arrival_time_ms)
         except Exception:  # an exception here would close the whole transport
-            TapDtlsTransport.tap_errors += 1
-            if TapDtlsTransport.tap_errors <= 10:
-                log.exception("RTP tap failed (packet dropped)")
+            _tap_failed("RTP tap failed (packet dropped)")
 
     async def _handle_rtcp_data(self, data: bytes) -> None:
         tap = self._rtcp_tap
@@ -98,9 +96,14 @@ class TapDtlsTransport(RTCDtlsTransport):
         try:
             tap(data)
         except Exception:
-            TapDtlsTransport.tap_errors += 1
-            if TapDtlsTransport.tap_errors <= 10:
-                log.exception("RTCP tap failed (packet dropped)")
+            _tap_failed("RTCP tap failed (packet dropped)")
+
+
+def _tap_failed(what: str) -> None:
+    """Count a tap's exception process-wide (router stats `tap_errors`); log the first few."""
+    TapDtlsTransport.tap_errors += 1
+    if TapDtlsTransport.tap_errors <= 10:
+        log.exception(what)
 
 
 class TapRtpReceiver(RTCRtpReceiver):
@@ -318,7 +321,7 @@ class DirectIngress:
     MAX_BATCH = 32  # bounds the time one busy publisher holds the loop
 
     __slots__ = ("_on_rtcp", "_on_rtp_batch", "_protocol", "_rx", "_sock", "_transport",
-                 "batches", "datagrams", "rtp", "srtp_errors", "tap_errors", "wakeups")
+                 "batches", "datagrams", "rtp", "srtp_errors", "wakeups")
 
     def __init__(self, rx: object, protocol: object, transport: object, sock: object,
                  on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap) -> None:
@@ -328,8 +331,7 @@ class DirectIngress:
         self._sock = sock
         self._on_rtp_batch = on_rtp_batch
         self._on_rtcp = on_rtcp
-        self.batches = self.datagrams = self.srtp_errors = self.tap_errors = self.wakeups = 0
-        self.rtp = 0
+        self.batches = self.datagrams = self.rtp = self.srtp_errors = self.wakeups = 0
 
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap,
@@ -386,17 +388,13 @@ class DirectIngress:
             try:
                 self._on_rtp_batch(batch, int(time.monotonic() * 1000))
             except Exception:  # one bad batch must not unregister the reader
-                self.tap_errors += 1
-                if self.tap_errors <= 10:
-                    log.exception("RTP batch tap failed (batch dropped)")
+                _tap_failed("RTP batch tap failed (batch dropped)")
 
     def _tap_rtcp(self, data: bytes) -> None:
         try:
             self._on_rtcp(data)
         except Exception:
-            self.tap_errors += 1
-            if self.tap_errors <= 10:
-                log.exception("RTCP tap failed (packet dropped)")
+            _tap_failed("RTCP tap failed (packet dropped)")
 
     @property
     def active(self) -> bool:
