@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--turn-user")
     serve.add_argument("--turn-password")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes behind one port, rooms spread across them (0: one per core; "
+        "default 1: a single process)",
+    )
+    # Set by the front for its workers (signaling/cluster.py: worker_argv); shown in logs.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     limits = serve.add_argument_group("limits and conference control (defaults: docs/signaling.md)")
@@ -103,16 +113,22 @@ def _sfu_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
     import uvicorn
 
     from signaling.app import create_app
     from signaling.config import ConfigError, SignalingConfig
 
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+    if args.workers < 0 or (args.worker_index is not None and workers != 1):
+        print("error: --workers must be 0 or more", file=sys.stderr)
+        return 2
+    who = "front" if workers > 1 else (
+        "" if args.worker_index is None else f"worker{args.worker_index}")
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who + ' ' if who else ''}%(name)s: %(message)s",
     )
     if bool(args.turn_user) != bool(args.turn_password):
         print("error: --turn-user and --turn-password go together", file=sys.stderr)
@@ -127,8 +143,14 @@ def _serve(args: argparse.Namespace) -> int:
 
         set_ice_hosts(tuple(args.ice_host))
 
+    if workers > 1:
+        from signaling.front import create_front_app
+
+        app = create_front_app(config, serve_args, workers)
+    else:
+        app = create_app(config)
     uv_config = uvicorn.Config(
-        create_app(config),
+        app,
         host=args.host,
         port=args.port,
         # The app refuses frames over 64 KiB with `too_large` (docs/signaling.md) and so must
@@ -218,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(result or 0)
     args = _parser().parse_args(args_list)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, args_list[1:])
     if args.command == "token":
         return _token(args)
     return 2  # unreachable: argparse requires a known command

@@ -46,12 +46,13 @@ PROTOCOL = 1
 FATAL_CODES = frozenset({
     "too_large", "join_timeout", "token_missing", "token_invalid", "token_expired",
     "wrong_room", "unsupported_protocol", "room_full", "room_locked", "replaced", "removed",
-    "too_many_connections",
+    "too_many_connections", "unavailable",
 })  # fmt: skip
 # For a socket closed without an error message first.
 _CLOSE_CODES = {1009: "too_large", 4001: "token_invalid", 4002: "unsupported_protocol",
                 4003: "room_full", 4004: "removed", 4005: "too_many_connections",
-                4008: "rate_limited", 4009: "replaced", 4010: "keepalive"}  # fmt: skip
+                4008: "rate_limited", 4009: "replaced", 4010: "keepalive",
+                1013: "unavailable"}  # fmt: skip
 
 
 class SignalingError(Exception):

@@ -19,6 +19,7 @@ CLOSE_TOKEN_IN_USE = 4005  # too many live connections with the same token
 CLOSE_RATE = 4008
 CLOSE_REPLACED = 4009
 CLOSE_KEEPALIVE = 4010
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the room's worker is down
 
 Re = str | int | None
 
@@ -161,6 +162,14 @@ class TooManyConnections(SignalingError):
     code = "too_many_connections"
     default_message = "too many live connections with this token"
     close_code = CLOSE_TOKEN_IN_USE
+
+
+class Unavailable(SignalingError):
+    """Only with `serve --workers`: the worker carrying the room is down (restarting)."""
+
+    code = "unavailable"
+    default_message = "the server carrying this room is restarting; join again"
+    close_code = CLOSE_TRY_AGAIN
 
 
 class Forbidden(SignalingError):

@@ -120,8 +120,8 @@ def stop_server(server: ServerProcess) -> None:
 
 
 @contextlib.contextmanager
-def running_server(log_dir: Path) -> Iterator[ServerProcess]:
-    server = start_server(log_dir)
+def running_server(log_dir: Path, *extra: str) -> Iterator[ServerProcess]:
+    server = start_server(log_dir, *extra)
     try:
         yield server
     finally:
