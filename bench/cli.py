@@ -1,7 +1,9 @@
-"""`hoinghi bench …`: forwarding benchmark (against Janus too) and hot-path micro-benchmarks.
+"""`hoinghi bench …`: forwarding benchmark (against Janus too), worker scaling, micro-benchmarks.
 
     hoinghi bench forward --subscribers 10 --seconds 20
     hoinghi bench forward --sweep 1,10,25,50 --peer janus --janus-config default,event_loops2
+    hoinghi bench scale --workers 1,2,4 --rooms-per-worker 2 --subscribers 10 --seconds 15
+    hoinghi bench scale --workers 1,2,4 --fixed-rooms 4 --subscribers 10
     hoinghi bench micro
 
 stdout carries JSON lines only (one per measurement, plus one "ratio" line per size when a peer
@@ -53,6 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--bitrate", type=int, default=1_000_000, help="publisher VP8 bit/s")
     fw.add_argument("--repeat", type=int, default=1, help="runs per size and system")
     fw.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    sc = sub.add_parser("scale", help="`serve --workers W`: many rooms, CPU and packets per W")
+    sc.add_argument("--workers", type=_sizes, default=[1, 2, 4],
+                    help="worker counts, comma-separated (1: the single process, no front)")
+    load = sc.add_mutually_exclusive_group()
+    load.add_argument("--rooms-per-worker", type=int, default=2,
+                      help="R: W×R rooms at W workers (load proportional to workers)")
+    load.add_argument("--fixed-rooms", type=int,
+                      help="N rooms for every W (the same load, spread over more workers)")
+    sc.add_argument("--subscribers", type=int, default=10, help="subscribers per room")
+    sc.add_argument("--seconds", type=float, default=15, help="steady-state window length")
+    sc.add_argument("--warmup", type=float, default=4, help="seconds before the window")
+    sc.add_argument("--repeat", type=int, default=1, help="runs per worker count")
+    sc.add_argument("--full", type=int, default=1,
+                    help="decoding subscribers per checked room (frame checks, latency)")
+    sc.add_argument("--full-rooms", type=int,
+                    help="rooms with decoding subscribers (default: one per worker; fixed "
+                         "rooms: as many as the largest W, so the bench's load stays the same)")
+    sc.add_argument("--per-proc", type=int, default=25, help="light subscribers per process")
+    sc.add_argument("--bitrate", type=int, default=1_000_000, help="publisher VP8 bit/s")
+    sc.add_argument("--out", type=Path, default=RESULTS_DIR, help="results and logs folder")
+    sc.add_argument("--jsonl", type=Path, help="JSON lines file (default OUT/scale-STAMP.jsonl)")
+    sc.add_argument("--plot", type=Path,
+                    help="PNG (default OUT/scale-STAMP.png when several worker counts)")
     mi = sub.add_parser("micro", help="hot-path micro-benchmarks vs the machine's limits")
     mi.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     mi.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
@@ -121,6 +146,74 @@ async def _forward(args: argparse.Namespace) -> int:
     _log(f"[bench] results: {jsonl}")
     _table(results)
     return 1 if failures else 0
+
+
+async def _scale(args: argparse.Namespace) -> int:
+    from bench.scale import ScaleOptions, run_scale, scale_summary
+
+    task = asyncio.current_task()  # SIGTERM unwinds like ctrl-c (see _forward)
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    fixed: int | None = args.fixed_rooms
+    mode = "proportional" if fixed is None else "fixed"
+    full_rooms = args.full_rooms
+    if full_rooms is None and fixed is not None:
+        full_rooms = min(fixed, max(args.workers))
+    opts = ScaleOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
+                        full_rooms=full_rooms, per_proc=args.per_proc, bitrate=args.bitrate)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl: Path = args.jsonl or out / f"scale-{stamp}.jsonl"
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    for rep in range(args.repeat):
+        # Worker counts interleaved per repetition: a shared machine's drift hits them alike.
+        for w in args.workers:
+            rooms = fixed if fixed is not None else w * args.rooms_per_worker
+            tag = f"scale-w{w}-rooms{rooms}-s{args.subscribers}-r{rep}"
+            _log(f"[bench] {tag}: running ({args.seconds:g} s window)")
+            try:
+                res = await run_scale(w, rooms, args.subscribers, opts,
+                                      out / "logs" / stamp / tag)
+            except Exception as exc:
+                res = {"kind": "error", "bench": "scale", "workers": w, "rooms": rooms,
+                       "subscribers_per_room": args.subscribers,
+                       "error": f"{type(exc).__name__}: {exc}"[:4000]}
+                _log(f"[bench] {tag}: FAILED: {res['error']}")
+            res["repeat"] = rep
+            _emit(res, jsonl)
+            results.append(res)
+    summary = scale_summary(results, mode)
+    _emit(summary, jsonl)
+    png = args.plot or (out / f"scale-{stamp}.png" if len(args.workers) > 1 else None)
+    if png is not None and any(r.get("kind") == "run" for r in results):
+        from bench.plot import plot_scale
+
+        _log(f"[bench] plot: {plot_scale(results, png, mode)}")
+    _log(f"[bench] results: {jsonl}")
+    _scale_table(summary)
+    return 1 if summary["failed_runs"] else 0
+
+
+def _scale_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # Short headers: stderr is often not a terminal, and rich then assumes 80 columns.
+    cols = {"workers": "W", "rooms": "rooms", "fwd_pps": "fwd pkt/s",
+            "server_cpu_cores": "server cores", "max_proc_cpu_cores": "busiest proc",
+            "cpu_us_per_pkt": "µs/pkt", "us_per_pkt_ratio": "µs ratio",
+            "scaling_efficiency": "efficiency", "loss_pct_max": "loss %",
+            "foreign_cpu_cores": "foreign"}
+    table = Table(*cols.values(), title=f"hoinghi bench scale ({summary['mode']} load)")
+    for row in summary["rows"]:
+        table.add_row(*(str(row.get(c)) for c in cols))
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 120  # a log file: no reason to squeeze the columns
+    console.print(table)
 
 
 def _ratio(n: int, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -192,9 +285,9 @@ def _table(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "forward":
+    if args.command in ("forward", "scale"):
         try:
-            return asyncio.run(_forward(args))
+            return asyncio.run(_forward(args) if args.command == "forward" else _scale(args))
         except KeyboardInterrupt:
             return 130  # children were stopped by the runs' finally blocks / atexit sweep
         except asyncio.CancelledError:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import Child, spawn, stop_all
-from bench.procstat import machine_cpu, proc_cpu, proc_rss_mb
+from bench.procstat import ProcCpu, machine_cpu, proc_cpu, proc_rss_mb
 from bench.targets import Server, make_server
 
 
@@ -47,7 +47,7 @@ def plan_processes(n: int, full: int, per_proc: int) -> list[tuple[int, int]]:
     return groups
 
 
-async def _server_count(server: Server) -> tuple[float, int | None]:
+async def server_count(server: Server) -> tuple[float, int | None]:
     try:
         return time.time(), await server.forwarded_packets()
     except Exception:  # a cross-check only: its absence must not fail the run
@@ -68,14 +68,20 @@ def _ingress(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
             "ingress_rtp_per_batch": round(d("rtp_packets") / batches, 2) if batches else None}
 
 
+def server_cpu(server: Server) -> ProcCpu:
+    """hoinghi with workers counts its front and workers together; otherwise the one pid."""
+    cpu = getattr(server, "cpu", None)
+    return cpu() if cpu is not None else proc_cpu(server.pid)
+
+
 async def _snapshot(server: Server, children: list[Child], first: bool) -> dict[str, Any]:
     # The server-side counter query costs the server CPU: done outside the CPU window (before
     # the first CPU reading, after the last one).
-    counted = await _server_count(server) if first else None
+    counted = await server_count(server) if first else None
     replies = await asyncio.gather(*(c.ask("snap", 20) for c in children))
-    cpu = proc_cpu(server.pid)
+    cpu = server_cpu(server)
     if not first:
-        counted = await _server_count(server)
+        counted = await server_count(server)
     return {
         "server_count": counted,
         "counters": dict(getattr(server, "counters", {})),
@@ -88,8 +94,8 @@ async def _snapshot(server: Server, children: list[Child], first: bool) -> dict[
     }
 
 
-def _classify_bad(pub_final: dict[str, Any], sub_finals: list[dict[str, Any]]
-                  ) -> dict[str, int]:
+def classify_bad(pub_final: dict[str, Any], sub_finals: list[dict[str, Any]]
+                 ) -> dict[str, int]:
     source_bad = set(pub_final.get("source_bad") or [])
     transit = source = 0
     for fin in sub_finals:
@@ -114,40 +120,23 @@ def _rnd(x: float | None, nd: int = 2) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[str, Any],
-              s1: dict[str, Any], pub_final: dict[str, Any], sub_finals: list[dict[str, Any]],
-              extra: dict[str, Any]) -> dict[str, Any]:
-    dt = s1["t"] - s0["t"]
-    pub0, pub1 = s0["replies"][0], s1["replies"][0]
+def delivery(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]]
+             ) -> tuple[float, int, int]:
+    """(packets/s, received, expected) over subscriber processes' two snapshots."""
     fwd_pps = 0.0
     received = expected = 0
-    for a, b in zip(s0["replies"][1:], s1["replies"][1:], strict=True):
+    for a, b in zip(subs0, subs1, strict=True):
         got = sum(y["received"] - x["received"] for x, y in zip(a["subs"], b["subs"], strict=True))
         fwd_pps += got / (b["t"] - a["t"])
         received += got
         expected += sum(y["expected"] - x["expected"]
                         for x, y in zip(a["subs"], b["subs"], strict=True))
-    server_cpu = (s1["server_user"] - s0["server_user"]) + (s1["server_sys"] - s0["server_sys"])
-    busy = s1["machine"][0] - s0["machine"][0]
-    ours = server_cpu + (s1["children_cpu"] - s0["children_cpu"])
-    # Latency: frames whose last packet left the publisher inside the window.
-    sent = {int(n_): (p, s) for n_, p, s in pub_final["frame_log"] if s is not None}
-    lat: list[float] = []  # kernel receive at the subscriber − publisher's send
-    app_lat: list[float] = []  # same, but when the subscriber's Python got to the packet
-    e2e: list[float] = []  # from the frame's production (includes encoding)
-    kernel_samples = 0
-    for fin in sub_finals:
-        for decoded in fin.get("decoded", []):
-            for fn, kernel, app in decoded:
-                ps = sent.get(fn)
-                if ps and s0["t"] <= ps[1] <= s1["t"]:
-                    arrival = app if kernel is None else kernel
-                    kernel_samples += kernel is not None
-                    lat.append((arrival - ps[1]) * 1000)
-                    app_lat.append((app - ps[1]) * 1000)
-                    e2e.append((arrival - ps[0]) * 1000)
-    bad = _classify_bad(pub_final, sub_finals)
-    pub_pps = (pub1["packets"] - pub0["packets"]) / (pub1["t"] - pub0["t"])
+    return fwd_pps, received, expected
+
+
+def packet_denominator(s0: dict[str, Any], s1: dict[str, Any], fwd_pps: float
+                       ) -> tuple[float | None, bool, float]:
+    """(server's own packets/s, whether it agrees, the packets/s to divide CPU by)."""
     (c0t, c0), (c1t, c1) = s0["server_count"], s1["server_count"]
     server_fwd_pps = (c1 - c0) / (c1t - c0t) if c0 is not None and c1 is not None else None
     # The CPU denominator. Subscribers' counts are independent of the system under test, but a
@@ -157,7 +146,63 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
     # that over-counts would disagree and fall back to the subscribers' figure.
     agree = (server_fwd_pps is not None and fwd_pps > 0
              and abs(server_fwd_pps - fwd_pps) <= 0.1 * fwd_pps)
-    denom_pps = server_fwd_pps if agree else fwd_pps
+    return server_fwd_pps, agree, (server_fwd_pps if agree and server_fwd_pps else fwd_pps)
+
+
+class Latency:
+    """Added latency samples: frames whose last packet left a publisher inside the window."""
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []  # kernel receive at the subscriber − publisher's send
+        self.app: list[float] = []  # same, but when the subscriber's Python got to the packet
+        self.e2e: list[float] = []  # from the frame's production (includes encoding)
+        self.kernel_samples = 0
+
+    def add(self, pub_final: dict[str, Any], sub_finals: list[dict[str, Any]],
+            t0: float, t1: float) -> None:
+        """One room: its publisher's frame log against its decoding subscribers' arrivals."""
+        sent = {int(n_): (p, s) for n_, p, s in pub_final["frame_log"] if s is not None}
+        for fin in sub_finals:
+            for decoded in fin.get("decoded", []):
+                for fn, kernel, app in decoded:
+                    ps = sent.get(fn)
+                    if ps and t0 <= ps[1] <= t1:
+                        arrival = app if kernel is None else kernel
+                        self.kernel_samples += kernel is not None
+                        self.lat.append((arrival - ps[1]) * 1000)
+                        self.app.append((app - ps[1]) * 1000)
+                        self.e2e.append((arrival - ps[0]) * 1000)
+
+    def fields(self) -> dict[str, Any]:
+        lat = self.lat
+        return {
+            "latency_p50_ms": _rnd(_percentile(lat, 0.5)),
+            "latency_p99_ms": _rnd(_percentile(lat, 0.99)),
+            "latency_mean_ms": _rnd(statistics.fmean(lat)) if lat else None,
+            "app_latency_p50_ms": _rnd(_percentile(self.app, 0.5)),
+            "app_latency_p99_ms": _rnd(_percentile(self.app, 0.99)),
+            "e2e_p50_ms": _rnd(_percentile(self.e2e, 0.5)),
+            "latency_samples": len(lat),
+            # Share of samples timed by the kernel (SO_TIMESTAMPNS); the rest by the receiver's
+            # Python, which adds its own scheduling delay.
+            "latency_kernel_share": round(self.kernel_samples / len(lat), 3) if lat else None,
+        }
+
+
+def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[str, Any],
+              s1: dict[str, Any], pub_final: dict[str, Any], sub_finals: list[dict[str, Any]],
+              extra: dict[str, Any]) -> dict[str, Any]:
+    dt = s1["t"] - s0["t"]
+    pub0, pub1 = s0["replies"][0], s1["replies"][0]
+    fwd_pps, received, expected = delivery(s0["replies"][1:], s1["replies"][1:])
+    server_cpu = (s1["server_user"] - s0["server_user"]) + (s1["server_sys"] - s0["server_sys"])
+    busy = s1["machine"][0] - s0["machine"][0]
+    ours = server_cpu + (s1["children_cpu"] - s0["children_cpu"])
+    lat = Latency()
+    lat.add(pub_final, sub_finals, s0["t"], s1["t"])
+    bad = classify_bad(pub_final, sub_finals)
+    pub_pps = (pub1["packets"] - pub0["packets"]) / (pub1["t"] - pub0["t"])
+    server_fwd_pps, agree, denom_pps = packet_denominator(s0, s1, fwd_pps)
     return {
         "kind": "run",
         "system": system,
@@ -176,16 +221,7 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         if server_cpu else None,
         "loss_pct": round(100 * max(0, expected - received) / expected, 3) if expected else None,
         "delivered_pct": round(100 * fwd_pps / (pub_pps * n), 2) if pub_pps and n else None,
-        "latency_p50_ms": _rnd(_percentile(lat, 0.5)),
-        "latency_p99_ms": _rnd(_percentile(lat, 0.99)),
-        "latency_mean_ms": _rnd(statistics.fmean(lat)) if lat else None,
-        "app_latency_p50_ms": _rnd(_percentile(app_lat, 0.5)),
-        "app_latency_p99_ms": _rnd(_percentile(app_lat, 0.99)),
-        "e2e_p50_ms": _rnd(_percentile(e2e, 0.5)),
-        "latency_samples": len(lat),
-        # Share of samples timed by the kernel (SO_TIMESTAMPNS); the rest by the receiver's
-        # Python, which adds its own scheduling delay.
-        "latency_kernel_share": round(kernel_samples / len(lat), 3) if lat else None,
+        **lat.fields(),
         "frames_checked": sum(f.get("frames_checked", 0) for f in sub_finals),
         # Bad pictures at decoding subscribers that the publisher's own output did not have:
         # damage in transit (the SFU's, or the receivers'). The source's own (an encoder

@@ -26,9 +26,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.httpc import request_text
 from bench.peer import require_loopback
 from bench.procs import Child, spawn
+from bench.procstat import ProcCpu, proc_cpu, tree_cpu
 from signaling.auth import issue_token
 
 _LISTENING = re.compile(r"hoinghi listening on (http://\S+)")
+_WORKER_LABEL = re.compile(r'[{,]worker="([^"]*)"')
 
 
 def hoinghi_command() -> list[str]:
@@ -45,12 +47,16 @@ def hoinghi_command() -> list[str]:
 class HoinghiServer:
     system = "hoinghi"
 
-    def __init__(self, workdir: Path, config: str = "default") -> None:
+    def __init__(self, workdir: Path, config: str = "default", workers: int = 1) -> None:
         self.workdir = workdir
         self.config = config
+        # > 1: `serve --workers W`, a front process and W worker processes under it.
+        self.workers = workers
         self.child: Child | None = None
         self.url = ""
         self.counters: dict[str, float] = {}  # COUNTERS as of the last forwarded_packets()
+        # Forwarded packets per `worker` label ("" without one), as of forwarded_packets().
+        self.forwarded_by_worker: dict[str, float] = {}
         self.secret = secrets.token_hex(24)
         self.room = f"bench-{secrets.token_hex(4)}"
 
@@ -59,13 +65,18 @@ class HoinghiServer:
         assert self.child is not None
         return self.child.pid
 
+    def cpu(self) -> ProcCpu:
+        """The server's CPU so far: with workers, the front's and every worker's together."""
+        return tree_cpu(self.pid) if self.workers > 1 else proc_cpu(self.pid)
+
     async def start(self, timeout: float = 30.0) -> int:
         log = self.workdir / "hoinghi-server.log"
         env = dict(os.environ, HOINGHI_SECRET=self.secret, PYTHONUNBUFFERED="1")
+        extra = ["--workers", str(self.workers)] if self.workers > 1 else []
         self.child = await spawn(
             "hoinghi-server",
             [*hoinghi_command(), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--ice-host", "127.0.0.1", "--log-level", "warning"],
+             "--ice-host", "127.0.0.1", "--log-level", "warning", *extra],
             log, env=env, worker=False,
         )
         loop = asyncio.get_running_loop()
@@ -79,21 +90,29 @@ class HoinghiServer:
                 raise RuntimeError(f"hoinghi serve did not start:\n{self.child.log_tail()}")
             await asyncio.sleep(0.1)
 
-    def spec(self) -> dict[str, object]:
-        return {"system": "hoinghi", "url": self.url, "room": self.room, "secret": self.secret}
+    def spec(self, room: str | None = None) -> dict[str, object]:
+        """Client spec for the default room, or for `room` (same server, same secret)."""
+        return {"system": "hoinghi", "url": self.url, "room": room or self.room,
+                "secret": self.secret}
 
     async def forwarded_packets(self) -> int:
         """The router's own forwarded-packet counter, from /metrics (Prometheus text)."""
         text = await request_text("GET", self.url + "/metrics", timeout=10)
         total = 0.0
         counters = dict.fromkeys(COUNTERS, 0.0)
+        by_worker: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith("hoinghi_router_packets_forwarded"):
-                total += float(line.rsplit(" ", 1)[1])
+                value = float(line.rsplit(" ", 1)[1])
+                total += value
+                m = _WORKER_LABEL.search(line)
+                key = m.group(1) if m else ""
+                by_worker[key] = by_worker.get(key, 0.0) + value
             name = line.split("{", 1)[0]
             if name in counters:
                 counters[name] += float(line.rsplit(" ", 1)[1])
         self.counters = counters
+        self.forwarded_by_worker = by_worker
         return int(total)
 
     async def stop(self) -> None:

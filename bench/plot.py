@@ -1,4 +1,4 @@
-"""PNG plot of a sweep: CPU per forwarded packet and server CPU vs subscribers, per system."""
+"""PNG plots: the forward sweep (per subscriber count and system) and the worker sweep."""
 
 from __future__ import annotations
 
@@ -45,6 +45,58 @@ def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
     fig.suptitle(f"1 publisher (VP8 + Opus) → N subscribers on loopback; "
                  f"{machine.get('cores', '?')} cores, other processes used {foreign:.2f} "
                  f"cores on average during the windows")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_scale(results: list[dict[str, Any]], path: Path, mode: str) -> Path:
+    """Worker sweep: forwarded packets/s, server CPU and µs per packet against workers.
+
+    The dashed "ideal" lines scale the smallest worker count's medians with the offered load
+    (rooms): linear when rooms grow with workers, flat for a fixed load.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on the benchmark machines
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results if r.get("kind") == "run"]
+    ws = sorted({r["workers"] for r in runs})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("fwd_pps", "forwarded packets/s (all rooms)", True),
+              ("server_cpu_cores", "server CPU, front + workers (cores)", True),
+              ("cpu_us_per_pkt", "server CPU µs per forwarded packet", False))
+    for ax, (key, title, grows) in zip(axes, panels, strict=True):
+        pts = [(r["workers"], r[key]) for r in runs if r.get(key) is not None]
+        if not pts:
+            continue
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="C0", alpha=0.35, s=18)
+        xs = [w for w in ws if any(p[0] == w for p in pts)]
+        med = [statistics.median(v for w_, v in pts if w_ == w) for w in xs]
+        ax.plot(xs, med, "o-", color="C0", label="measured (median)")
+        rooms = {r["workers"]: r["rooms"] for r in runs}
+        ideal = [med[0] * (rooms[w] / rooms[xs[0]] if grows else 1.0) for w in xs]
+        ax.plot(xs, ideal, "--", color="gray", label="ideal")
+        if key == "server_cpu_cores":
+            busiest = [statistics.median(r["max_proc_cpu_cores"] for r in runs
+                                         if r["workers"] == w) for w in xs]
+            ax.plot(xs, busiest, "s:", color="C1", label="busiest process")
+        ax.set_title(title)
+        ax.set_xlabel("workers")
+        ax.set_xticks(ws)
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    first = runs[0] if runs else {}
+    foreign = sum(r.get("foreign_cpu_cores", 0) for r in runs) / max(1, len(runs))
+    load = ("rooms ∝ workers" if mode == "proportional"
+            else f"{first.get('rooms', '?')} rooms for every worker count")
+    fig.suptitle(f"hoinghi serve --workers W: {load}, 1 publisher → "
+                 f"{first.get('subscribers_per_room', '?')} subscribers per room; "
+                 f"{first.get('cores', '?')} cores, other processes used {foreign:.2f} cores")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -1,4 +1,4 @@
-"""`hoinghi bench forward` end to end: real server, real aiortc peers, real numbers.
+"""`hoinghi bench forward` and `bench scale` end to end: real server, real aiortc peers.
 
 Smoke sizes only (2 subscribers, a 3 s window): this checks that the benchmark measures
 something real, not how fast anything is. The Janus comparison needs Debian's `janus` (the test
@@ -9,6 +9,7 @@ when those are absent.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from bench.janus import janus_available
+from bench.scale import ScaleOptions, run_scale
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +90,74 @@ def test_micro_quick(tmp_path: Path) -> None:
         assert hits, (needle, list(cases))
         assert all(0 < c["us_per_pkt"] < 1000 for c in hits), hits
     assert [x for x in lines if x["kind"] == "machine"]
+
+
+def serve_has_workers() -> bool:
+    """`hoinghi serve --workers` exists (the front/worker processes have landed)."""
+    out = subprocess.run([str(HOINGHI), "serve", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    return "--workers" in out.stdout
+
+
+def check_scale(r: dict[str, Any], workers: int, rooms: int) -> None:
+    assert r["kind"] == "run" and r["workers"] == workers and r["rooms"] == rooms, r
+    # Every room's publisher (~160 packets/s) reaches its 2 subscribers, nothing lost.
+    assert r["pub_pps"] > 80 * rooms, r
+    assert r["fwd_pps"] > 1.5 * r["pub_pps"], r
+    assert r["loss_pct"] == 0, r
+    assert r["pkt_count_from"] == "server", r
+    assert r["server_cpu_cores"] > 0 and r["cpu_us_per_pkt"] > 0, r
+    # The per-process split adds up to the server's total.
+    procs = r["server_procs"]
+    assert sum(p["cpu_cores"] for p in procs) == pytest.approx(r["server_cpu_cores"], abs=0.005)
+    # Decoding subscribers checked real pictures, none damaged in transit.
+    assert r["frames_checked"] > 30 and r["frames_bad"] <= 2, r
+    assert r["latency_samples"] > 10, r
+    assert r["bench_cpu_cores"] > 0 and r["cores"] == os.cpu_count(), r
+
+
+SCALE_OPTS = ScaleOptions(seconds=3, warmup=2, full=1)
+
+
+async def test_scale_one_worker(tmp_path: Path) -> None:
+    r = await run_scale(workers=1, rooms=2, subscribers_per_room=2, opts=SCALE_OPTS,
+                        workdir=tmp_path)
+    check_scale(r, 1, 2)
+    # The single process: no front, no workers.
+    assert [p["role"] for p in r["server_procs"]] == ["server"], r
+    assert r["front_cpu_cores"] is None and r["worker_cpu_cores"] == [], r
+    assert r["decoding_rooms"] == 1, r  # one per worker by default
+    assert (tmp_path / "raw.json").exists() and (tmp_path / "room1" / "publisher.log").exists()
+
+
+async def test_scale_two_workers(tmp_path: Path) -> None:
+    if not serve_has_workers():
+        pytest.skip("`hoinghi serve --workers` is not there yet")
+    r = await run_scale(workers=2, rooms=2, subscribers_per_room=2, opts=SCALE_OPTS,
+                        workdir=tmp_path)
+    check_scale(r, 2, 2)
+    # The front and both workers, each measured; the two rooms went to different workers.
+    assert [p["role"] for p in r["server_procs"]] == ["front", "worker", "worker"], r
+    assert len(r["worker_cpu_cores"]) == 2 and min(r["worker_cpu_cores"]) > 0, r
+    assert r["front_cpu_cores"] is not None, r
+    assert set(r["worker_fwd_pps"]) == {"0", "1"}, r
+    assert min(r["worker_fwd_pps"].values()) > 0.3 * r["fwd_pps"], r
+
+
+def test_scale_cli(tmp_path: Path) -> None:
+    """The sweep command: run lines, the summary line, the JSON lines file and the plot."""
+    jsonl, png = tmp_path / "scale.jsonl", tmp_path / "scale.png"
+    cmd = [str(HOINGHI), "bench", "scale", "--workers", "1", "--fixed-rooms", "1",
+           "--subscribers", "1", "--seconds", "2", "--warmup", "1", "--out", str(tmp_path),
+           "--jsonl", str(jsonl), "--plot", str(png)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert [x["kind"] for x in lines] == ["run", "summary"], lines
+    assert len(jsonl.read_text().splitlines()) == 2
+    run, summary = lines
+    assert run["fwd_pps"] > 0 and run["rooms"] == 1, run
+    assert summary["mode"] == "fixed" and summary["ref_workers"] == 1, summary
+    (row,) = summary["rows"]
+    assert row["fwd_pps"] == run["fwd_pps"] and row["us_per_pkt_ratio"] == 1.0, row
+    assert png.stat().st_size > 10_000
