@@ -28,6 +28,8 @@ class WorkerLoad:
     sessions: int = 0
     rooms: int = 0
     restarts: int = 0
+    # Bumped when the worker is lost: sessions opened before that no longer count against it.
+    generation: int = 0
 
 
 class Placement:
@@ -61,15 +63,22 @@ class Placement:
         self._evict()
         return index
 
-    def session_opened(self, room: str) -> None:
+    def session_opened(self, room: str) -> tuple[int, int]:
+        """Count a session in the placed room; returns its ticket for `session_closed`."""
         index = self._rooms[room]
-        self.workers[index].sessions += 1
+        load = self.workers[index]
+        load.sessions += 1
         self._sessions[room] = self._sessions.get(room, 0) + 1
+        return index, load.generation
 
-    def session_closed(self, room: str, worker: int) -> None:
-        """`worker` is where the session was: the room may have moved since (worker lost)."""
+    def session_closed(self, room: str, ticket: tuple[int, int]) -> None:
+        """A session ends. Its worker may have died (and restarted) since it opened: then it
+        was already uncounted with everything else on that worker."""
+        worker, generation = ticket
         load = self.workers[worker]
-        load.sessions = max(0, load.sessions - 1)
+        if generation != load.generation:
+            return
+        load.sessions -= 1
         if self._rooms.get(room) == worker:
             left = self._sessions.get(room, 0) - 1
             if left > 0:
@@ -87,6 +96,7 @@ class Placement:
         if load.up:
             load.restarts += 1
         load.up = False
+        load.generation += 1
         lost = [room for room, i in self._rooms.items() if i == index]
         for room in lost:
             del self._rooms[room]

@@ -145,13 +145,17 @@ class Relay:
             logger.warning("worker %d refused a session (%r)", index, exc)
             await self._unavailable(m.peek_id(frame))
             return None
-        placement.session_opened(room)
+        ticket = placement.session_opened(room)
         self.front.metrics.relayed.inc()
         try:
-            await upstream.send(frame)
+            try:
+                await upstream.send(frame)
+            except ConnectionClosed:  # the worker died right then
+                await self._unavailable(m.peek_id(frame))
+                return None
             return await self._pump(upstream, room, index)
         finally:
-            placement.session_closed(room, index)
+            placement.session_closed(room, ticket)
             with contextlib.suppress(Exception):
                 await upstream.close()
 
@@ -160,8 +164,12 @@ class Relay:
         joined = asyncio.Event()
         up = asyncio.create_task(self._client_to_worker(upstream, index, joined))
         down = asyncio.create_task(self._worker_to_client(upstream, joined))
+        # A client that reads nothing blocks `down` in its send; the worker then closes it as
+        # too slow, and this notices even though `down` cannot.
+        ended = asyncio.create_task(upstream.wait_closed())
+        grace = self.front.config.close_grace_s
         try:
-            await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((up, down, ended), return_when=asyncio.FIRST_COMPLETED)
             if up.done() and isinstance(up.exception(), _Reroute):
                 down.cancel()
                 exc = up.exception()
@@ -170,15 +178,17 @@ class Relay:
             if up.done():
                 # The client is gone (or sent its last frame): let the worker see it go.
                 await upstream.close()
-                await asyncio.wait((down,), timeout=self.front.config.close_grace_s)
-            else:
+                await asyncio.wait((down,), timeout=grace)
+            elif down.done():
                 # The worker ended the session: its close code was passed on by `down`.
-                await asyncio.wait((up,), timeout=self.front.config.close_grace_s)
+                await asyncio.wait((up,), timeout=grace)
+            else:
+                await asyncio.wait((down,), timeout=grace)
             return None
         finally:
-            for task in (up, down):
+            for task in (up, down, ended):
                 task.cancel()
-            results = await asyncio.gather(up, down, return_exceptions=True)
+            results = await asyncio.gather(up, down, ended, return_exceptions=True)
             for result in results:
                 if isinstance(result, Exception) and not isinstance(
                     result, (_Reroute, ConnectionClosed, WebSocketDisconnect, OSError)

@@ -43,16 +43,20 @@ def test_sessions_balance_before_room_counts() -> None:
 def test_a_lost_worker_forgets_its_rooms_and_takes_none_until_up() -> None:
     p = _placement(2)
     p.place("a")
-    p.session_opened("a")
+    stale = p.session_opened("a")
     p.place("b")
     assert p.worker_lost(0) == ["a"]
     assert p.workers[0].restarts == 1 and p.workers[0].sessions == 0
     assert p.place("a") == 1  # placed afresh on the live worker
     assert p.place("c") == 1
-    p.session_closed("a", 0)  # the session that was on the dead worker ends late: no effect
-    assert p.workers[1].sessions == 0 and p.workers[0].sessions == 0
     p.worker_up(0)
     assert p.place("d") == 0
+    fresh = p.session_opened("d")
+    # The session that was on the dead worker ends late: it does not uncount the new one.
+    p.session_closed("a", stale)
+    assert p.workers[0].sessions == 1 and p.workers[1].sessions == 0
+    p.session_closed("d", fresh)
+    assert p.workers[0].sessions == 0
     assert p.worker_lost(1) and p.worker_lost(0)
     assert p.place("e") is None  # nothing up
 
@@ -60,12 +64,12 @@ def test_a_lost_worker_forgets_its_rooms_and_takes_none_until_up() -> None:
 def test_eviction_keeps_rooms_with_people_in_them() -> None:
     p = _placement(1, max_rooms=2)
     p.place("live")
-    p.session_opened("live")
+    ticket = p.session_opened("live")
     p.place("idle")
     p.place("new")  # over the bound: the idle room goes, not the live one
     assert set(p.rooms()) == {"live", "new"}
     assert p.workers[0].rooms == 2
-    p.session_closed("live", 0)
+    p.session_closed("live", ticket)
     p.place("newer")
     assert set(p.rooms()) == {"new", "newer"}
 
