@@ -106,6 +106,9 @@ def hook_sends(pc: RTCPeerConnection, video: FrameLogTrack, video_ssrc: int,
 
         async def send(data: bytes, original: Callable[[bytes], Awaitable[None]] = original
                        ) -> None:
+            # Taken before the send: a forwarder fast enough delivers the packet before the
+            # publisher's send returns, and latency must not come out negative.
+            sent_at = time.time()
             await original(data)
             if 192 <= data[1] <= 208:  # RTCP (aiortc's own test): not media
                 return
@@ -121,7 +124,7 @@ def hook_sends(pc: RTCPeerConnection, video: FrameLogTrack, video_ssrc: int,
             if data[1] & 0x80 and video.last_n is not None:
                 entry = video.frames.get(video.last_n)
                 if entry is not None:
-                    entry[1] = time.time()
+                    entry[1] = sent_at
             if check is not None:
                 check.add(data, video.last_n)
 
