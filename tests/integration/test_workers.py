@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +27,7 @@ from tests.conftest import Connect, ServerProcess, running_server
 pytestmark = pytest.mark.integration
 
 ICE = ["127.0.0.1"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +199,47 @@ async def test_leave_and_disconnect_reach_the_worker(
     await dropper.ws.close()
     left = await watcher.wait_for(lambda m: m["type"] == "participant_left")
     assert (left["participant_id"], left["reason"]) == ("d", "disconnected")
+
+
+async def test_bridges_come_back_by_themselves_after_their_worker_dies(
+    front: ServerProcess,
+) -> None:
+    """24/7: `hoinghi bridge` processes (the chair publishing, a commune watching) reconnect
+    on `unavailable`; the restarted worker carries their room and forwards media again."""
+    room = _room()
+    cmd = [sys.executable, "-m", "hoinghi_cli", "bridge", "--url", front.url,
+           "--ice-host", "127.0.0.1"]
+    procs = [await asyncio.create_subprocess_exec(
+        *cmd, "--token", front.token(room, who, role), cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for who, role in (("chair", "chair"), ("c1", "commune"))]
+    try:
+        async def forwarding() -> dict[str, Any] | None:
+            h = await _health(front)
+            busy = [w for w in h["workers"] if w["sessions"] == 2]
+            if h["status"] != "ok" or not busy:
+                return None
+            sent = await _metric(front, "hoinghi_router_packets_forwarded")
+            return busy[0] if sent.get(str(busy[0]["index"]), 0) > 0 else None
+
+        victim = await _until(forwarding, timeout=60)
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        async def back() -> dict[str, Any] | None:
+            now = await forwarding()
+            # A new process (its counters start at 0, so forwarding > 0 is new media).
+            return now if now is not None and now["pid"] != victim["pid"] else None
+
+        again = await _until(back, timeout=60)
+        assert again["restarts"] >= victim["restarts"] + 1 or again["index"] != victim["index"]
+        assert all(p.returncode is None for p in procs)  # the bridges never gave up
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 20)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
