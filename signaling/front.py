@@ -234,6 +234,8 @@ class Relay:
             # No close frame: the worker died (or the link to it did).
             await self._unavailable(None)
             return
+        if code == 1005:  # "no status" may not be sent in a close frame
+            code = 1000
         with contextlib.suppress(RuntimeError, OSError):
             await self.ws.close(code, upstream.close_reason or "")
 
