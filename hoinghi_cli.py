@@ -120,7 +120,7 @@ def _serve(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
     from signaling.config import ConfigError, SignalingConfig
 
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
-    if args.workers < 0 or (args.worker_index is not None and workers != 1):
+    if args.workers < 0:
         print("error: --workers must be 0 or more", file=sys.stderr)
         return 2
     who = "front" if workers > 1 else (

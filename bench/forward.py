@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,46 +243,65 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
     }
 
 
+async def spawn_subscribers(children: list[Child], spec: dict[str, Any], n: int, full: int,
+                            per_proc: int, timeout: float, logdir: Path,
+                            name: str = "subscribers") -> list[Child]:
+    """N subscribers of one room in processes (plan_processes); each is added to `children`
+    as soon as it exists, so the caller's `finally` stops it whatever happens next."""
+    subs: list[Child] = []
+    first = 0
+    for i, (count, decoding) in enumerate(plan_processes(n, full, per_proc)):
+        subs.append(await spawn(
+            f"{name}{i}",
+            [sys.executable, "-m", "bench.subscribers", "--spec", json.dumps(spec),
+             "--count", str(count), "--full", str(decoding), "--first-index", str(first),
+             "--timeout", str(timeout)],
+            logdir / f"subscribers{i}.log"))
+        children.append(subs[-1])
+        first += count
+    return subs
+
+
+async def measure_window(snapshot: Callable[[bool], Awaitable[dict[str, Any]]],
+                         children: list[Child], warmup: float, seconds: float, workdir: Path
+                         ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Warm-up, snapshot, window, snapshot, then every child's final report; all of it is
+    kept raw next to the logs (to re-derive or debug a figure later)."""
+    await asyncio.sleep(warmup)
+    s0 = await snapshot(True)
+    await asyncio.sleep(seconds)
+    s1 = await snapshot(False)
+    finals = list(await asyncio.gather(*(c.ask("stop", 60) for c in children)))
+    (workdir / "raw.json").write_text(json.dumps({"s0": s0, "s1": s1, "finals": finals}))
+    return s0, s1, finals
+
+
 async def run_forward(system: str, config: str, n: int, opts: ForwardOptions,
                       workdir: Path) -> dict[str, Any]:
     """One measurement. Raises on any failure; never leaves a process behind."""
     workdir.mkdir(parents=True, exist_ok=True)
     server = make_server(system, workdir, config)
     children: list[Child] = []
-    py = sys.executable
     try:
         t_start = time.monotonic()
         await server.start()
         spec = server.spec()
-        pub = await spawn("publisher", [py, "-m", "bench.publisher", "--spec", json.dumps(spec),
-                                        "--bitrate", str(opts.bitrate)],
+        pub = await spawn("publisher", [sys.executable, "-m", "bench.publisher", "--spec",
+                                        json.dumps(spec), "--bitrate", str(opts.bitrate)],
                           workdir / "publisher.log")
         children.append(pub)
         ready = await pub.read_json(opts.connect_timeout)
         if "feed" in ready:  # Janus: subscribers name the publisher's feed
             spec = {**spec, "feed": ready["feed"]}
-        subs: list[Child] = []
-        first = 0
         t_conn = time.monotonic()
-        for i, (count, full) in enumerate(plan_processes(n, opts.full, opts.per_proc)):
-            subs.append(await spawn(
-                f"subscribers{i}",
-                [py, "-m", "bench.subscribers", "--spec", json.dumps(spec), "--count", str(count),
-                 "--full", str(full), "--first-index", str(first),
-                 "--timeout", str(opts.connect_timeout)],
-                workdir / f"subscribers{i}.log"))
-            children.append(subs[-1])
-            first += count
+        subs = await spawn_subscribers(children, spec, n, opts.full, opts.per_proc,
+                                       opts.connect_timeout, workdir)
         await asyncio.gather(*(s.read_json(opts.connect_timeout + 30) for s in subs))
         connect_s = time.monotonic() - t_conn
-        await asyncio.sleep(opts.warmup)
-        s0 = await _snapshot(server, children, first=True)
-        await asyncio.sleep(opts.seconds)
-        s1 = await _snapshot(server, children, first=False)
+        s0, s1, finals = await measure_window(
+            lambda first: _snapshot(server, children, first), children, opts.warmup,
+            opts.seconds, workdir)
         extra: dict[str, Any] = {"server_rss_mb": round(proc_rss_mb(server.pid), 1)}
-        finals = await asyncio.gather(*(c.ask("stop", 60) for c in children))
-        # Everything raw, next to the logs: to re-derive or debug a figure later.
-        (workdir / "raw.json").write_text(json.dumps({"s0": s0, "s1": s1, "finals": finals}))
         extra["connect_s"] = round(connect_s, 2)
         extra["run_s"] = round(time.monotonic() - t_start, 1)
         return summarize(system, config, n, opts, s0, s1, finals[0], list(finals[1:]), extra)

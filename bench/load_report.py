@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.plot import save
+
 KIND = "hoinghi-loadtest"
 FORMAT = 1
 # A worker this busy, or whose loop wakes this late, distorts what it measures (late reads turn
@@ -314,8 +316,4 @@ def plot(doc: Doc, path: Path) -> Path:
     s = doc["summary"]
     fig.suptitle(f"hoinghi loadtest: {o['shape']}, {planned} bridges, join success "
                  f"{s['success_pct']:.2f} %, loss {s['loss_pct']} %")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -7,6 +7,22 @@ from pathlib import Path
 from typing import Any
 
 
+def save(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _foreign_cores(runs: list[dict[str, Any]]) -> float:
+    """Mean CPU other processes took during the windows: shown on every plot."""
+    return sum(r.get("foreign_cpu_cores", 0) for r in runs) / max(1, len(runs))
+
+
 def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -41,15 +57,11 @@ def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylim(bottom=0)
     axes[0].legend()
     machine = runs[0] if runs else {}
-    foreign = sum(r.get("foreign_cpu_cores", 0) for r in runs) / max(1, len(runs))
+    foreign = _foreign_cores(runs)
     fig.suptitle(f"1 publisher (VP8 + Opus) → N subscribers on loopback; "
                  f"{machine.get('cores', '?')} cores, other processes used {foreign:.2f} "
                  f"cores on average during the windows")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_scale(results: list[dict[str, Any]], path: Path, mode: str) -> Path:
@@ -91,14 +103,10 @@ def plot_scale(results: list[dict[str, Any]], path: Path, mode: str) -> Path:
         ax.set_ylim(bottom=0)
         ax.legend()
     first = runs[0] if runs else {}
-    foreign = sum(r.get("foreign_cpu_cores", 0) for r in runs) / max(1, len(runs))
+    foreign = _foreign_cores(runs)
     load = ("rooms ∝ workers" if mode == "proportional"
             else f"{first.get('rooms', '?')} rooms for every worker count")
     fig.suptitle(f"hoinghi serve --workers W: {load}, 1 publisher → "
                  f"{first.get('subscribers_per_room', '?')} subscribers per room; "
                  f"{first.get('cores', '?')} cores, other processes used {foreign:.2f} cores")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -19,13 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-_PR_SET_PDEATHSIG = 1
+from signaling.workers import die_with_parent
+
 _live_groups: set[int] = set()
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -130,7 +125,7 @@ async def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             limit=1 << 24,  # final reports (per-frame logs) are single long lines
         )
     _live_groups.add(proc.pid)

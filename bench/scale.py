@@ -25,9 +25,10 @@ from bench.forward import (
     Latency,
     classify_bad,
     delivery,
+    measure_window,
     packet_denominator,
-    plan_processes,
     server_count,
+    spawn_subscribers,
 )
 from bench.hoinghi_target import HoinghiServer
 from bench.procs import Child, spawn, stop_all
@@ -198,33 +199,22 @@ async def run_scale(workers: int, rooms: int, subscribers_per_room: int, opts: S
         t_conn = time.monotonic()
         subs: list[Child] = []
         for r, room in enumerate(plan):
-            first = 0
-            groups = plan_processes(subscribers_per_room, opts.full if room.decoding else 0,
-                                    opts.per_proc)
-            for i, (count, full) in enumerate(groups):
-                room.subs.append(len(children))
-                subs.append(await spawn(
-                    f"room{r}-subscribers{i}",
-                    [py, "-m", "bench.subscribers", "--spec", json.dumps(server.spec(room.name)),
-                     "--count", str(count), "--full", str(full), "--first-index", str(first),
-                     "--timeout", str(opts.connect_timeout)],
-                    workdir / f"room{r}" / f"subscribers{i}.log"))
-                children.append(subs[-1])
-                first += count
+            first_child = len(children)
+            subs += await spawn_subscribers(
+                children, server.spec(room.name), subscribers_per_room,
+                opts.full if room.decoding else 0, opts.per_proc, opts.connect_timeout,
+                workdir / f"room{r}", name=f"room{r}-subscribers")
+            room.subs = list(range(first_child, len(children)))
         await asyncio.gather(*(s.read_json(opts.connect_timeout + 30) for s in subs))
         connect_s = time.monotonic() - t_conn
-        await asyncio.sleep(opts.warmup)
-        s0 = await _snapshot(server, children, first=True)
-        await asyncio.sleep(opts.seconds)
-        s1 = await _snapshot(server, children, first=False)
+        s0, s1, finals = await measure_window(
+            lambda first: _snapshot(server, children, first), children, opts.warmup,
+            opts.seconds, workdir)
         rss = sum(proc_rss_mb(int(p)) for p in s1["cpus"])
-        finals = await asyncio.gather(*(c.ask("stop", 60) for c in children))
-        # Everything raw, next to the logs: to re-derive or debug a figure later.
-        (workdir / "raw.json").write_text(json.dumps({"s0": s0, "s1": s1, "finals": finals}))
         extra = {"server_rss_mb": round(rss, 1), "connect_s": round(connect_s, 2),
                  "run_s": round(time.monotonic() - t_start, 1)}
         return summarize_scale(workers, plan, subscribers_per_room, server.pid, s0, s1,
-                               list(finals), extra)
+                               finals, extra)
     finally:
         await stop_all(children)
         await server.stop()

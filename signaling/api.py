@@ -38,12 +38,11 @@ class ApiError(Exception):
 
 def _grant(request: Request, hub: Hub, room: str | None, any_of: tuple[str, ...]) -> Grant:
     """The verified token, for `room` (None: checked by the caller) with one of the grants."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         raise ApiError(401, "token_missing", "send Authorization: Bearer <token>")
     try:
-        grant = verify_token(hub.config.secret, token.strip())
+        grant = verify_token(hub.config.secret, token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     if not any(getattr(grant.grants, g) for g in any_of):
@@ -53,12 +52,24 @@ def _grant(request: Request, hub: Hub, room: str | None, any_of: tuple[str, ...]
     return grant
 
 
-async def _json_body(request: Request) -> Any:
+def bearer_token(request: Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, None when there is none."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, read no further than MAX_BODY_BYTES (413 past it)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+async def _json_body(request: Request) -> Any:
+    body = await read_body(request)
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

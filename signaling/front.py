@@ -36,7 +36,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from signaling import messages as m
-from signaling.api import MAX_BODY_BYTES, ApiError
+from signaling.api import ApiError, bearer_token, read_body
+from signaling.app import SERVER
 from signaling.auth import verify_token
 from signaling.cluster import Placement
 from signaling.config import SignalingConfig
@@ -47,7 +48,6 @@ from signaling.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
-SERVER = "hoinghi/0.1"
 # A worker that does not take a websocket in this long is treated as down for this client.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -265,11 +265,11 @@ async def _proxy(front: Front, request: HttpRequest, index: int | None,
 
 
 def _token_room(front: Front, request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
+    token = bearer_token(request)
+    if token is None:
         return None
     try:
-        return verify_token(front.config.secret, token.strip()).room
+        return verify_token(front.config.secret, token).room
     except AuthError:
         return None
 
@@ -314,15 +314,14 @@ def create_front_app(config: SignalingConfig, serve_args: Sequence[str], workers
 
     async def create_room(request: HttpRequest) -> Response:
         front = box[0]
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return ApiError(413, "too_large", f"body over {MAX_BODY_BYTES} bytes").response()
+        try:
+            body = await read_body(request)
+        except ApiError as exc:
+            return exc.response()
         room = _token_room(front, request)
         # No valid token: any worker gives the same 401 a single server would.
         index = front.placement.place(room) if room is not None else front.any_up()
-        return await _proxy(front, request, index, bytes(body))
+        return await _proxy(front, request, index, body)
 
     async def room_get(request: HttpRequest) -> Response:
         front = box[0]

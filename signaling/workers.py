@@ -41,9 +41,12 @@ def serve_command() -> list[str]:
 class Worker:
     index: int
     url: str | None = None  # None while it is starting or down
-    pid: int | None = None
-    started: int = 0
+    proc: asyncio.subprocess.Process | None = None
     backoff: Backoff = field(default_factory=Backoff)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
 
 class WorkerPool:
@@ -63,7 +66,6 @@ class WorkerPool:
         self._env = env
         self._on_up, self._on_lost = on_up, on_lost
         self._tasks: list[asyncio.Task[None]] = []
-        self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._first_up = [asyncio.Event() for _ in range(count)]
         self.closing = False
 
@@ -82,7 +84,7 @@ class WorkerPool:
 
     async def close(self, grace: float = 5.0) -> None:
         self.closing = True
-        procs = list(self._procs.values())
+        procs = [w.proc for w in self.workers if w.proc is not None]
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()  # the worker closes its peers cleanly on SIGTERM
@@ -117,8 +119,7 @@ class WorkerPool:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, env=self._env, preexec_fn=die_with_parent
         )
-        self._procs[worker.index] = proc
-        worker.pid, worker.started = proc.pid, worker.started + 1
+        worker.proc = proc
         assert proc.stdout is not None
         try:
             async for line in proc.stdout:
@@ -136,9 +137,8 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-            self._procs.pop(worker.index, None)
             was_up = worker.url is not None
-            worker.url, worker.pid = None, None
+            worker.url, worker.proc = None, None
             if was_up:
                 self._on_lost(worker.index)
             if not self.closing:
