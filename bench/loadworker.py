@@ -21,14 +21,13 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench.load_bridge import LoadBridge
 from bench.load_plan import Options, floor_targets, local_share, machine_slice, plan
-from bench.worker import emit, run_worker
+from bench.worker import emit, run_worker, stdin_lines
 from clients.session import SignalingError
 
 
@@ -41,15 +40,9 @@ def ice_hosts_for(opts: Options) -> list[str]:
 
 
 async def _commands(queue: asyncio.Queue[str]) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            queue.put_nowait("eof")
-            return
-        queue.put_nowait(line.decode().strip())
+    async for cmd in stdin_lines():
+        queue.put_nowait(cmd)
+    queue.put_nowait("eof")
 
 
 async def _sleep_until(t: float) -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 Handler = Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]]
@@ -23,16 +23,18 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def serve_commands(handlers: dict[str, Handler]) -> None:
-    """Answer commands until `stop` (answered, then return) or end of stdin (return)."""
+async def stdin_lines() -> AsyncIterator[str]:
+    """Command lines from stdin, stripped, until end of stdin (without blocking the loop)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            return
-        cmd = line.decode().strip()
+    while line := await reader.readline():
+        yield line.decode().strip()
+
+
+async def serve_commands(handlers: dict[str, Handler]) -> None:
+    """Answer commands until `stop` (answered, then return) or end of stdin (return)."""
+    async for cmd in stdin_lines():
         handler = handlers.get(cmd)
         if handler is None:
             emit({"error": f"unknown command {cmd!r}"})
