@@ -31,6 +31,8 @@ _LIMIT_FLAGS: list[tuple[str, type, str, str]] = [
     ("--last-n", int, "N", "videos a subscriber gets besides chair, floor, spotlight (4)"),
     ("--last-n-max", int, "N", "most a chair console may ask for with set_last_n (25)"),
     ("--max-speakers", int, "N", "bridges holding the floor at once (default 1)"),
+    ("--span-after", int, "N", "with --workers: a conference's subscribers on its own worker "
+     "before more go to other workers (default 400; 0: never)"),
 ]
 _RATE_FIELDS = {"rate_burst": "burst", "rate_per_s": "per_s",
                 "flood_close_after": "flood_close_after"}  # fmt: skip
@@ -134,7 +136,8 @@ def _serve(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
         print("error: --turn-user and --turn-password go together", file=sys.stderr)
         return 2
     try:
-        config = SignalingConfig.from_env(sfu=_sfu_config(args), **_limit_overrides(args))
+        config = SignalingConfig.from_env(sfu=_sfu_config(args), worker_index=args.worker_index,
+                                          **_limit_overrides(args))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -176,7 +179,8 @@ def _limit_overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is None:
             continue
-        if value < 0 or (value == 0 and name != "last_n"):  # Last-N 0: chair and floor only
+        # Last-N 0: chair and floor only; span-after 0: a conference never spans workers
+        if value < 0 or (value == 0 and name not in ("last_n", "span_after")):
             raise ValueError(f"{flag} must be positive")
         if name in _RATE_FIELDS:
             rate[_RATE_FIELDS[name]] = value

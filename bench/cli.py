@@ -4,6 +4,7 @@
     hoinghi bench forward --sweep 1,10,25,50 --peer janus --janus-config default,event_loops2
     hoinghi bench scale --workers 1,2,4 --rooms-per-worker 2 --subscribers 10 --seconds 15
     hoinghi bench scale --workers 1,2,4 --fixed-rooms 4 --subscribers 10
+    hoinghi bench scale --workers 1,2 --fixed-rooms 1 --subscribers 100 --span-after 50
     hoinghi bench micro
 
 stdout carries JSON lines only (one per measurement, plus one "ratio" line per size when a peer
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rooms with decoding subscribers (default: one per worker; fixed "
                          "rooms: as many as the largest W, so the bench's load stays the same)")
     sc.add_argument("--per-proc", type=int, default=25, help="light subscribers per process")
+    sc.add_argument("--span-after", type=int,
+                    help="serve --span-after N: a room's subscribers on its home worker before "
+                         "the rest go to other workers (one conference over several cores)")
     sc.add_argument("--bitrate", type=int, default=1_000_000, help="publisher VP8 bit/s")
     sc.add_argument("--out", type=Path, default=RESULTS_DIR, help="results and logs folder")
     sc.add_argument("--jsonl", type=Path, help="JSON lines file (default OUT/scale-STAMP.jsonl)")
@@ -161,7 +165,8 @@ async def _scale(args: argparse.Namespace) -> int:
     if full_rooms is None and fixed is not None:
         full_rooms = min(fixed, max(args.workers))
     opts = ScaleOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
-                        full_rooms=full_rooms, per_proc=args.per_proc, bitrate=args.bitrate)
+                        full_rooms=full_rooms, per_proc=args.per_proc, bitrate=args.bitrate,
+                        span_after=args.span_after)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -47,11 +47,13 @@ def hoinghi_command() -> list[str]:
 class HoinghiServer:
     system = "hoinghi"
 
-    def __init__(self, workdir: Path, config: str = "default", workers: int = 1) -> None:
+    def __init__(self, workdir: Path, config: str = "default", workers: int = 1,
+                 span_after: int | None = None) -> None:
         self.workdir = workdir
         self.config = config
         # > 1: `serve --workers W`, a front process and W worker processes under it.
         self.workers = workers
+        self.span_after = span_after  # with workers: `serve --span-after N` (None: default)
         self.child: Child | None = None
         self.url = ""
         self.counters: dict[str, float] = {}  # COUNTERS as of the last forwarded_packets()
@@ -73,6 +75,8 @@ class HoinghiServer:
         log = self.workdir / "hoinghi-server.log"
         env = dict(os.environ, HOINGHI_SECRET=self.secret, PYTHONUNBUFFERED="1")
         extra = ["--workers", str(self.workers)] if self.workers > 1 else []
+        if self.workers > 1 and self.span_after is not None:
+            extra += ["--span-after", str(self.span_after)]
         self.child = await spawn(
             "hoinghi-server",
             [*hoinghi_command(), "serve", "--host", "127.0.0.1", "--port", "0",

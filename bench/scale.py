@@ -46,6 +46,9 @@ class ScaleOptions:
     per_proc: int = 25  # light subscribers per process
     bitrate: int = 1_000_000
     connect_timeout: float = 90.0
+    # `serve --span-after N`: one conference's subscribers on its home worker before the
+    # rest go to the other workers over pipes (sfu/span.py). None: the server's default.
+    span_after: int | None = None
 
 
 @dataclass
@@ -176,7 +179,7 @@ async def run_scale(workers: int, rooms: int, subscribers_per_room: int, opts: S
                     workdir: Path) -> dict[str, Any]:
     """One measurement. Raises on any failure; never leaves a process behind."""
     workdir.mkdir(parents=True, exist_ok=True)
-    server = HoinghiServer(workdir, workers=workers)
+    server = HoinghiServer(workdir, workers=workers, span_after=opts.span_after)
     children: list[Child] = []
     py = sys.executable
     full_rooms = workers if opts.full_rooms is None else opts.full_rooms

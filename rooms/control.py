@@ -295,8 +295,7 @@ class RoomControl:
                 wanted = self.wanted_tracks(pid)
                 if pid not in self.peers or wanted is None:
                     return
-                sub = self.router.subscribers.get(pid)
-                have = set(sub.consumers) if sub is not None else set()
+                have = self.router.subscribed(pid)
                 add = [t for t in wanted if t not in have]
                 remove = sorted(have - set(wanted))
                 if add or remove:

@@ -27,7 +27,15 @@ from rooms.store import RoomStore
 from sfu.config import SfuConfig
 from sfu.router import Router, SendOffer, TrackInfo
 from signaling import messages as m
-from signaling.errors import CLOSE_REPLACED, NotJoined, Removed, Replaced, RoomFull
+from signaling.errors import (
+    CLOSE_REPLACED,
+    CLOSE_TRY_AGAIN,
+    NotJoined,
+    Removed,
+    Replaced,
+    RoomFull,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -446,7 +454,19 @@ class RoomManager:
             subscribe_by_plan=is_conference(room),
         )  # fmt: skip
         live = self._rooms[room.id] = _LiveRoom(router, control, peers)
+        router.on_subscribers_lost = functools.partial(self._subscribers_lost, peers)
         return live
+
+    @staticmethod
+    def _subscribers_lost(peers: dict[str, Peer], pids: list[str]) -> None:
+        """Their subscriber connections were on a worker that went away (sfu/span.py): the
+        sessions rejoin (1013, like any client of a lost worker) and are placed again."""
+        err = Unavailable()
+        for pid in pids:
+            peer = peers.get(pid)
+            if peer is not None:
+                peer.send(m.error(err.code, err.message))
+                peer.close(CLOSE_TRY_AGAIN, err.code)
 
     @staticmethod
     def _tracks(live: _LiveRoom) -> list[TrackInfo]:

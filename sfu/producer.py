@@ -37,6 +37,7 @@ from sfu.fastpath import Batch, FastGroup
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
+    from sfu.pipe import TrackPipe
     from sfu.router import TrackInfo
 
 
@@ -80,6 +81,10 @@ class Producer:
         self.waiting_keyframe = False
         self.stats = ReceiveStats(clock_rate)
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival) from pub
+        # Copies of every input packet to the edge workers of a conference spanning workers
+        # (sfu/span.py); `generation` counts publisher connections, so edges see a switch.
+        self.pipes: list[TrackPipe] = []
+        self.generation = 0
         # Last input packet, for re-syncing consumers when the source changes.
         self.last_seq: int | None = None
         self.last_ts: int | None = None
@@ -103,11 +108,20 @@ class Producer:
         if self.source is not None:
             self.resync = True  # consumers re-sync on the new source's first packet
         self.source = source
+        self.generation = (self.generation + 1) & 0xFF
+        for pipe in self.pipes:
+            pipe.rebind(self.generation)
         self.ring.clear()
         if self.nack is not None:
             self.nack = NackGenerator()
         self.stats = ReceiveStats(self.clock_rate)
         self.last_sr = None
+
+    def set_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        """The publisher's NTP/RTP pair (its SR): our SRs to subscribers keep its lip sync."""
+        self.last_sr = (ntp, rtp_ts, now)
+        for pipe in self.pipes:
+            pipe.sender_report(ntp, rtp_ts)
 
     # ------------------------------------------------------------------ consumers
     def add_consumer(self, c: Consumer, now: float) -> None:
@@ -197,6 +211,8 @@ class Producer:
         if self.nack is not None:
             self.nack.on_packet(seq, now * 1000.0)
         self.ring.put(seq, data)
+        for pipe in self.pipes:
+            pipe.rtp(data)
         if self.resync:
             self._resync(h, now)
         if self.waiting_keyframe and is_keyframe(

@@ -104,6 +104,9 @@ class Router:
         self.speaker = SpeakerDetector(time.time())
         # Called with the new dominant speaker's id (sync; schedule any I/O yourself).
         self.on_dominant_speaker: Callable[[str], None] | None = None
+        # Called with subscribers whose connection went with another worker (sfu/span.py):
+        # their sessions must rejoin.
+        self.on_subscribers_lost: Callable[[list[str]], None] | None = None
         # Run after every publisher batch (`poll`), with an idle fallback: sfu/timers.py.
         self.timers = RoomTimers(room_id, self._tick, self._speaker_tick, self._report)
         self._closed = False
@@ -352,6 +355,16 @@ class Router:
                 p.resume(c, now)
             else:
                 p.pause(c)
+
+    def subscribed(self, subscriber_id: str) -> set[str]:
+        """Track ids this subscriber is being sent (or offered)."""
+        sub = self.subscribers.get(subscriber_id)
+        return set(sub.consumers) if sub is not None else set()
+
+    def add_producer(self, producer: Producer) -> None:
+        """A track fed by something other than a publisher connection (a pipe)."""
+        self.producers[producer.track.id] = producer
+        self._apply_gates(producer)
 
     def receiving_video(self, subscriber_id: str) -> list[str]:
         """Track ids of the video this subscriber is being sent now (for tests and stats)."""

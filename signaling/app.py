@@ -29,7 +29,9 @@ from starlette.websockets import WebSocket
 from rooms.manager import JoinSnapshot, RoomManager
 from rooms.memory import MemoryRoomStore
 from rooms.model import Participant
-from signaling import api
+from sfu.router import Router
+from sfu.span import spanning_factory
+from signaling import api, span_routes
 from signaling import messages as m
 from signaling.auth import Grant
 from signaling.config import SignalingConfig
@@ -64,6 +66,7 @@ class Hub:
     config: SignalingConfig
     manager: RoomManager
     metrics: Metrics
+    cluster: span_routes.Cluster | None = None  # `serve --workers N`: this worker's peers
     sessions: int = 0
     # live connections per token key (its jti, else a hash of the token)
     token_uses: dict[str, int] = field(default_factory=dict)
@@ -359,15 +362,19 @@ def create_app(config: SignalingConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        cluster = None
+        if config.worker_index is not None:
+            cluster = span_routes.Cluster(config.secret, config.worker_index, config.span_after)
         manager = RoomManager(
             MemoryRoomStore(),
             config.sfu,
+            router_factory=Router if cluster is None else spanning_factory(cluster),
             max_participants=config.max_participants,
             last_n=config.last_n,
             last_n_max=config.last_n_max,
             max_speakers=config.max_speakers,
         )
-        hub = Hub(config=config, manager=manager, metrics=Metrics())
+        hub = Hub(config=config, manager=manager, metrics=Metrics(), cluster=cluster)
         hub.metrics.watch(lambda: hub)
         hub_box.append(hub)
         app.state.hub = hub
@@ -403,6 +410,7 @@ def create_app(config: SignalingConfig) -> Starlette:
         Route("/metrics", metrics),
         WebSocketRoute("/ws", ws_endpoint),
         *api.routes(lambda: hub_box[0]),
+        *span_routes.routes(lambda: hub_box[0].cluster if hub_box else None, lambda: config.sfu),
     ]
     if config.web_root is not None and config.web_root.is_dir():
         routes.append(Mount("/", StaticFiles(directory=config.web_root, html=True), name="web"))

@@ -56,6 +56,11 @@ class SignalingConfig:
     last_n_max: int = 25
     # Bridges that may hold the floor at once besides the chair (per room: `max_speakers`).
     max_speakers: int = 1
+    # `serve --workers N` only: this worker's index (None: a single server or the front), and
+    # how many of one conference's subscribers its home worker takes before the rest go to
+    # other workers over pipes (sfu/span.py). ~400 subscribers at ~210 packets/s fill a core.
+    worker_index: int | None = None
+    span_after: int = 400
     web_root: Path | None = field(default_factory=default_web_root)
 
     def __post_init__(self) -> None:

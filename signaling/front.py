@@ -44,6 +44,7 @@ from signaling.config import SignalingConfig
 from signaling.errors import AuthError, SignalingError, Unavailable
 from signaling.front_metrics import FrontMetrics
 from signaling.session import Close, JoinRequest, Send, SessionCore
+from signaling.span_routes import internal_token
 from signaling.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -274,6 +275,42 @@ def _token_room(front: Front, request: HttpRequest) -> str | None:
         return None
 
 
+class Announcer:
+    """Tells every worker which workers are up and where (POST /internal/cluster), after each
+    change: a conference's home worker links to others as it spans them (sfu/span.py).
+    Announcements go out one at a time, each with the state at its own sending, so a late one
+    never undoes a newer one."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.http: httpx.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def changed(self, pool: WorkerPool) -> None:
+        if self.http is None:
+            return  # still starting: announced once all are up
+        task = asyncio.create_task(self._announce(pool, self.http))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce(self, pool: WorkerPool, http: httpx.AsyncClient) -> None:
+        async with self._lock:
+            urls = {str(w.index): w.url for w in pool.workers if w.url is not None}
+            token = internal_token(self.secret, "cluster")
+            for url in urls.values():
+                try:
+                    await http.post(f"{url}/internal/cluster", json={"workers": urls},
+                                    headers={"authorization": f"Bearer {token}"})
+                except httpx.HTTPError as exc:  # it is down again: its restart re-announces
+                    logger.warning("cannot announce workers to %s: %s", url, exc)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 def create_front_app(config: SignalingConfig, serve_args: Sequence[str], workers: int,
                      *, env: dict[str, str] | None = None) -> Starlette:
     box: list[Front] = []
@@ -282,19 +319,29 @@ def create_front_app(config: SignalingConfig, serve_args: Sequence[str], workers
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         placement = Placement(workers)
 
+        announcer = Announcer(config.secret)
+
+        def up(index: int) -> None:
+            placement.worker_up(index)
+            announcer.changed(pool)
+
         def lost(index: int) -> None:
             rooms = placement.worker_lost(index)
             if not pool.closing:
                 logger.error("worker %d lost with %d room(s)", index, len(rooms))
+                announcer.changed(pool)
 
-        pool = WorkerPool(serve_args, workers, on_up=placement.worker_up, on_lost=lost, env=env)
+        pool = WorkerPool(serve_args, workers, on_up=up, on_lost=lost, env=env)
         await pool.start()
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+            announcer.http = http
+            announcer.changed(pool)
             box.append(Front(config, placement, pool, http, FrontMetrics(placement, pool)))
             try:
                 yield
             finally:
                 await pool.close()
+                await announcer.close()
                 box.clear()
 
     async def healthz(request: HttpRequest) -> JSONResponse:

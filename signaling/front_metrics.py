@@ -38,7 +38,7 @@ class FrontMetrics:
         self.registry.register(_FrontCollector(self))
 
     def worker_states(self) -> list[dict[str, Any]]:
-        return [{"index": w.index, "up": w.url is not None, "pid": w.pid,
+        return [{"index": w.index, "up": w.url is not None, "pid": w.pid, "url": w.url,
                  "sessions": load.sessions, "rooms": load.rooms, "restarts": load.restarts}
                 for w, load in zip(self.pool.workers, self.placement.workers, strict=True)]
 

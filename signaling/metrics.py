@@ -69,7 +69,10 @@ class _HubCollector(Collector):
             "hoinghi_asyncio_tasks", "asyncio tasks alive", value=len(asyncio.all_tasks())
         )
         families: dict[str, GaugeMetricFamily] = {}
-        for room_id, router in mgr.routers().items():
+        # A worker's share of conferences homed elsewhere (sfu/edge.py) counts like its own.
+        cluster = hub.cluster
+        edges = [(e.room_id, e) for e in cluster.edges.values()] if cluster is not None else []
+        for room_id, router in [*mgr.routers().items(), *edges]:
             try:
                 stats = router.stats()
             except NotImplementedError:  # Router still a stub

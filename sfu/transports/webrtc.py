@@ -191,7 +191,7 @@ class PublisherConnection:
             if isinstance(item, SenderReport):
                 entry = self.by_ssrc.get(item.ssrc)
                 if entry is not None and not entry[1]:
-                    entry[0].last_sr = (item.ntp, item.rtp_ts, now)
+                    entry[0].set_sender_report(item.ntp, item.rtp_ts, now)
 
 
 class SubscriberConnection:

@@ -105,14 +105,14 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(**config):  # type: ignore[no-untyped-def]
+async def harness(router_factory=Router, room: str = "test-room", **config):  # type: ignore[no-untyped-def]
     tap.set_ice_hosts(["127.0.0.1"])
     h: Harness
 
     async def send_offer(pid: str, sdp: str, mids: dict[str, str]) -> None:
         await h.queue(pid).put((sdp, mids))
 
-    h = Harness(Router("test-room", SfuConfig(ice_hosts=("127.0.0.1",), **config), send_offer))
+    h = Harness(router_factory(room, SfuConfig(ice_hosts=("127.0.0.1",), **config), send_offer))
     try:
         yield h
     finally:
