@@ -26,16 +26,9 @@ from rooms.model import Participant, Room
 from rooms.store import RoomStore
 from sfu.config import SfuConfig
 from sfu.router import Router, SendOffer, TrackInfo
+from signaling import errors
 from signaling import messages as m
-from signaling.errors import (
-    CLOSE_REPLACED,
-    CLOSE_TRY_AGAIN,
-    NotJoined,
-    Removed,
-    Replaced,
-    RoomFull,
-    Unavailable,
-)
+from signaling.errors import CLOSE_REPLACED, NotJoined, Removed, Replaced, RoomFull
 
 logger = logging.getLogger(__name__)
 
@@ -461,12 +454,12 @@ class RoomManager:
     def _subscribers_lost(peers: dict[str, Peer], pids: list[str]) -> None:
         """Their subscriber connections were on a worker that went away (sfu/span.py): the
         sessions rejoin (1013, like any client of a lost worker) and are placed again."""
-        err = Unavailable()
+        err = errors.Unavailable()
         for pid in pids:
             peer = peers.get(pid)
             if peer is not None:
                 peer.send(m.error(err.code, err.message))
-                peer.close(CLOSE_TRY_AGAIN, err.code)
+                peer.close(errors.CLOSE_TRY_AGAIN, err.code)
 
     @staticmethod
     def _tracks(live: _LiveRoom) -> list[TrackInfo]:
