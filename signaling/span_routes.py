@@ -30,12 +30,12 @@ from sfu.config import SfuConfig
 from sfu.edge import EdgeRoom
 from sfu.router import SfuError
 from signaling.api import bearer_token
+from signaling.errors import CLOSE_POLICY, CLOSE_TOO_LARGE
 
 logger = logging.getLogger(__name__)
 AUDIENCE = "hoinghi-internal"
 TOKEN_TTL_S = 60
 MAX_MESSAGE_CHARS = 1 << 20  # an SDP of a few hundred m-lines fits easily
-CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_ERROR = 1008, 1009, 1011
 
 
 def internal_token(secret: str, scope: str, now: float | None = None) -> str:
@@ -129,7 +129,7 @@ async def _serve_link(ws: WebSocket, edge: EdgeRoom,
     while True:
         text = await ws.receive_text()
         if len(text) > MAX_MESSAGE_CHARS:
-            await ws.close(CLOSE_TOO_BIG)
+            await ws.close(CLOSE_TOO_LARGE)
             return
         try:
             msg = json.loads(text)

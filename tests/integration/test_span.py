@@ -56,13 +56,13 @@ async def _decodes(session: BridgeSession, frames: int = 10) -> None:
         await rx.stop()
 
 
-async def _room_metric(front: ServerProcess, name: str, room: str) -> dict[str, float]:
-    """{worker: value} of one per-room router metric."""
-    text = (await _get(front.url + "/metrics")).text
+async def room_metric(server: ServerProcess, name: str, room: str) -> dict[str, float]:
+    """{worker label ("" on a worker's own /metrics): value} of one per-room router metric."""
+    text = (await _get(server.url + "/metrics")).text
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(name + "{") and f'room="{room}"' in line:
-            worker = line.split('worker="', 1)[1].split('"', 1)[0]
+            worker = line.split('worker="', 1)[1].split('"', 1)[0] if 'worker="' in line else ""
             out[worker] = float(line.rsplit(" ", 1)[1])
     return out
 
@@ -84,17 +84,17 @@ async def test_one_conference_spans_both_workers(front: ServerProcess) -> None:
             sessions.append(commune)
             # Late joiners need a keyframe: an edge's PLI reaches the chair through the pipe.
             await _decodes(commune)
-        home = await _room_metric(front, "hoinghi_router_span_subscribers", room)
+        home = await room_metric(front, "hoinghi_router_span_subscribers", room)
         assert list(home.values()) == [2.0]  # two subscribers served by the other worker
         (home_worker,) = home
-        edges = await _room_metric(front, "hoinghi_router_span_edges", room)
+        edges = await room_metric(front, "hoinghi_router_span_edges", room)
         assert edges == {home_worker: 1.0}
-        forwarded = await _room_metric(front, "hoinghi_router_packets_forwarded", room)
+        forwarded = await room_metric(front, "hoinghi_router_packets_forwarded", room)
         assert set(forwarded) == {"0", "1"} and min(forwarded.values()) > 0
         # The edge received each packet once (one producer per track), not once per subscriber.
-        producers = await _room_metric(front, "hoinghi_router_producers", room)
+        producers = await room_metric(front, "hoinghi_router_producers", room)
         assert producers == {"0": 2.0, "1": 2.0}
-        stray = await _room_metric(front, "hoinghi_router_pipe_stray", room)
+        stray = await room_metric(front, "hoinghi_router_pipe_stray", room)
         assert list(stray.values()) == [0.0]
     finally:
         for s in sessions:
@@ -114,7 +114,7 @@ async def test_edge_killed_sends_its_subscribers_back_and_home_ones_stay(
         edge_sub = await _joined(front, room, "c-edge", "commune")
         sessions.append(edge_sub)
         await _decodes(edge_sub)
-        home = await _room_metric(front, "hoinghi_router_span_subscribers", room)
+        home = await room_metric(front, "hoinghi_router_span_subscribers", room)
         assert list(home.values()) == [1.0]  # edge_sub is the one on the other worker
         (home_worker,) = home
         health = await _health(front)
@@ -126,7 +126,7 @@ async def test_edge_killed_sends_its_subscribers_back_and_home_ones_stay(
         # The home's own subscriber never noticed: it still decodes new pictures.
         await _decodes(home_sub, frames=5)
         assert not home_sub.closed and not chair.closed
-        lost = await _room_metric(front, "hoinghi_router_span_links_lost", room)
+        lost = await room_metric(front, "hoinghi_router_span_links_lost", room)
         assert lost == {home_worker: 1.0}
 
         async def edge_back() -> bool:
@@ -158,7 +158,7 @@ async def test_publisher_reconnect_reaches_edge_subscribers_as_one_stream(
         track = await edge_sub.wait_track("chair/camera", timeout=30)
         rx = TrackReceiver(track, edge_sub.receiver_for("chair/camera")).start()
         assert await asyncio.wait_for(rx.wait_frames(10), 30), vars(rx.video)
-        assert list((await _room_metric(front, "hoinghi_router_span_subscribers",
+        assert list((await room_metric(front, "hoinghi_router_span_subscribers",
                                         room)).values()) == [1.0]
         before = rx.video.valid
         # The chair's network blips: a new session replaces it and publishes again.

@@ -21,7 +21,7 @@ from sfu.span import SpanningRouter
 from signaling.span_routes import internal_token
 from tests.conftest import ServerProcess, running_server
 from tests.integration.rtc import harness, wait_until
-from tests.integration.test_workers import _get
+from tests.integration.test_span import room_metric
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +66,6 @@ def lossy(sendto: Callable[..., Any], every: int) -> Callable[..., Any]:
     return send
 
 
-async def _edge_stat(edge: ServerProcess, name: str, room: str) -> float | None:
-    for line in (await _get(edge.url + "/metrics")).text.splitlines():
-        if line.startswith(f"hoinghi_router_{name}{{") and f'room="{room}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 async def test_pipe_losses_are_repaired_from_the_homes_ring(edge: ServerProcess) -> None:
     room = "pipe-loss"
     async with harness(spanning(edge), room=room) as h:
@@ -89,7 +82,7 @@ async def test_pipe_losses_are_repaired_from_the_homes_ring(edge: ServerProcess)
         assert await asyncio.wait_for(video.wait_frames(40), 30), vars(video.video)
         assert video.video.invalid == 0 and video.video.regressions == 0
         assert await wait_until(lambda: router.stats()["pipe_retransmitted"] > 0, 10)
-        nacks = await _edge_stat(edge, "nacks_sent", room)
-        assert nacks is not None and nacks > 0
+        nacks = await room_metric(edge, "hoinghi_router_nacks_sent", room)
+        assert nacks.get("", 0) > 0
         assert await asyncio.wait_for(at_home["chair/camera"].wait_frames(40), 30)
         assert (await at_edge["chair/microphone"].stats())["packets"] > 0  # audio too
