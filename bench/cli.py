@@ -5,6 +5,7 @@
     hoinghi bench scale --workers 1,2,4 --rooms-per-worker 2 --subscribers 10 --seconds 15
     hoinghi bench scale --workers 1,2,4 --fixed-rooms 4 --subscribers 10
     hoinghi bench scale --workers 1,2 --fixed-rooms 1 --subscribers 100 --span-after 50
+    hoinghi bench idle --bridges 0,100,200 --connection publisher,none
     hoinghi bench micro
 
 stdout carries JSON lines only (one per measurement, plus one "ratio" line per size when a peer
@@ -31,6 +32,13 @@ def _sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError("sizes must be positive integers, comma-separated")
     return sizes
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(x) for x in text.split(",") if x.strip()]
+    if not counts or min(counts) < 0:
+        raise argparse.ArgumentTypeError("counts must be integers >= 0, comma-separated")
+    return counts
 
 
 def _names(text: str) -> list[str]:
@@ -82,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--jsonl", type=Path, help="JSON lines file (default OUT/scale-STAMP.jsonl)")
     sc.add_argument("--plot", type=Path,
                     help="PNG (default OUT/scale-STAMP.png when several worker counts)")
+    idle = sub.add_parser("idle", help="server CPU and wake-ups per idle bridge (no media)")
+    idle.add_argument("--bridges", type=_counts, default=[0, 50, 100],
+                      help="idle bridge counts to sweep, e.g. 0,100,200")
+    idle.add_argument("--connection", type=_names, default=["publisher"],
+                      help="publisher (signaling + a paused camera/mic connection), none "
+                           "(signaling only), or both: publisher,none")
+    idle.add_argument("--seconds", type=float, default=20, help="window length")
+    idle.add_argument("--warmup", type=float, default=4, help="seconds before the window")
+    idle.add_argument("--per-proc", type=int, default=50, help="idle bridges per process")
+    idle.add_argument("--repeat", type=int, default=1, help="runs per size and connection")
+    idle.add_argument("--out", type=Path, default=RESULTS_DIR, help="results and logs folder")
     mi = sub.add_parser("micro", help="hot-path micro-benchmarks vs the machine's limits")
     mi.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     mi.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
@@ -202,6 +221,47 @@ async def _scale(args: argparse.Namespace) -> int:
     return 1 if summary["failed_runs"] else 0
 
 
+async def _idle(args: argparse.Namespace) -> int:
+    from bench.idle import IdleOptions, idle_summary, plot_idle, run_idle
+
+    task = asyncio.current_task()  # SIGTERM unwinds like ctrl-c (see _forward)
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    bad = [c for c in args.connection if c not in ("publisher", "none")]
+    if bad:
+        _log(f"unknown --connection {bad}: publisher or none")
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / f"idle-{stamp}.jsonl"
+    results: list[dict[str, Any]] = []
+    failures = 0
+    for rep in range(args.repeat):
+        for bridges in args.bridges:
+            for mode in args.connection:
+                tag = f"idle-{mode}-b{bridges}-r{rep}"
+                _log(f"[bench] {tag}: running ({args.seconds:g} s window)")
+                opts = IdleOptions(seconds=args.seconds, warmup=args.warmup,
+                                   per_proc=args.per_proc, connection=mode)
+                try:
+                    res = await run_idle(bridges, opts, out / "logs" / stamp / tag)
+                except Exception as exc:
+                    failures += 1
+                    res = {"kind": "error", "bench": "idle", "connection": mode,
+                           "bridges": bridges, "error": f"{type(exc).__name__}: {exc}"[:4000]}
+                    _log(f"[bench] {tag}: FAILED: {res['error']}")
+                res["repeat"] = rep
+                _emit(res, jsonl)
+                results.append(res)
+    for line in idle_summary(results):
+        _emit(line, jsonl)
+    if len(set(args.bridges)) > 1 and any(r.get("kind") == "run" for r in results):
+        _log(f"[bench] plot: {plot_idle(results, out / f'idle-{stamp}.png')}")
+    _log(f"[bench] results: {jsonl}")
+    return 1 if failures else 0
+
+
 def _scale_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -256,13 +316,12 @@ def _marginals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                if r.get("kind") == "run" and r["system"] == system and r["config"] == config]
         if len({x for x, _ in pts}) < 2:
             continue
-        mx = sum(x for x, _ in pts) / len(pts)
-        my = sum(y for _, y in pts) / len(pts)
-        slope = (sum((x - mx) * (y - my) for x, y in pts)
-                 / sum((x - mx) ** 2 for x, _ in pts))
+        from bench.forward import fit_line
+
+        slope, fixed = fit_line(pts)
         out.append({"kind": "marginal", "system": system, "config": config,
                     "us_per_extra_pkt": round(slope * 1e6, 2),
-                    "fixed_cpu_cores": round(my - slope * mx, 4), "points": len(pts)})
+                    "fixed_cpu_cores": round(fixed, 4), "points": len(pts)})
     return out
 
 
@@ -290,9 +349,10 @@ def _table(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("forward", "scale"):
+    runners = {"forward": _forward, "scale": _scale, "idle": _idle}
+    if args.command in runners:
         try:
-            return asyncio.run(_forward(args) if args.command == "forward" else _scale(args))
+            return asyncio.run(runners[args.command](args))
         except KeyboardInterrupt:
             return 130  # children were stopped by the runs' finally blocks / atexit sweep
         except asyncio.CancelledError:

@@ -108,6 +108,14 @@ def classify_bad(pub_final: dict[str, Any], sub_finals: list[dict[str, Any]]
     return {"transit": transit, "source": source, "source_total": len(source_bad)}
 
 
+def fit_line(pts: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of y on x; needs two distinct x."""
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    return slope, my - slope * mx
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None

@@ -203,8 +203,13 @@ class HoinghiClient:
         sig.keepalive(float(joined.get("keepalive_s", 15)) / 2)
         return sig
 
-    async def publish(self, pc: RTCPeerConnection) -> dict[str, Any]:
-        sig = await self._join(f"bench-pub-{self._tag}", "chair", auto_subscribe=False)
+    async def join(self, identity: str, role: str) -> None:
+        """Join without media: a bridge that only holds its signaling session."""
+        await self._join(f"{identity}-{self._tag}", role, auto_subscribe=False)
+
+    async def publish(self, pc: RTCPeerConnection, identity: str = "bench-pub",
+                      role: str = "chair") -> dict[str, Any]:
+        sig = await self._join(f"{identity}-{self._tag}", role, auto_subscribe=False)
         await pc.setLocalDescription(await pc.createOffer())
         tracks = [
             {"mid": t.mid, "source": "microphone" if t.kind == "audio" else "camera"}

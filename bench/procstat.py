@@ -35,6 +35,21 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def proc_wakeups(pid: int) -> int:
+    """Voluntary context switches of all the process's threads: each is a sleep that a
+    wake-up ended (an event loop that waited for a datagram or a timer)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat.
 

@@ -35,3 +35,7 @@ class SfuConfig:
     retransmit_cache: int = 1024  # packets per track kept to answer NACKs (power of two)
     max_bitrate_bps: int = 2_500_000  # REMB cap advertised to publishers
     video_codecs: tuple[str, ...] = field(default=("VP8", "H264"))
+    # A publisher connection with no RTP for this long is parked: its RTCP and consent checks
+    # are read ten times a second by one poller instead of waking the loop each (an idle
+    # commune's camera). Its next RTP waits at most 0.1 s. 0: never.
+    park_idle_after_s: float = 2.0

@@ -132,7 +132,7 @@ class Router:
                 pub = old  # renegotiation on the same connection
             else:
                 pub = PublisherConnection(participant_id, new_peer_connection(self.config),
-                                          self.counters)
+                                          self.counters, self.config.park_idle_after_s)
                 pub.ufrag = ice_ufrag(sdp)
             try:
                 await pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -441,6 +441,9 @@ class Router:
             "ingress_rtp_packets": sum(i.rtp for i in ingress),
             "ingress_wakeups": sum(i.wakeups for i in ingress),
             "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
+            # Publisher connections idle long enough to be read by the shared poller.
+            "ingress_parked": sum(i.parked for i in ingress),
+            "ingress_parks": sum(i.parks for i in ingress),
             "timer_polls": self.timers.polls,
             "timer_idle_wakeups": self.timers.idle_wakeups,
         }

@@ -38,6 +38,8 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from pylibsrtp._binding import ffi, lib
 
+from sfu.adapters import parking
+
 PINNED_AIORTC = "1.16.0"
 log = logging.getLogger(__name__)
 
@@ -316,28 +318,39 @@ class DirectIngress:
 
     Only for selector event loops (asyncio's default): the transport's reading is paused and
     our reader registered on its fd, so asyncio's own close() removes it with the socket.
+
+    With `park_after_s`, a connection that brought no RTP for that long is parked
+    (sfu/adapters/parking.py): read by one shared poller ten times a second instead of waking
+    the loop per RTCP report or consent check; its next RTP unparks it.
     """
 
     MAX_BATCH = 32  # bounds the time one busy publisher holds the loop
 
-    __slots__ = ("_on_rtcp", "_on_rtp_batch", "_protocol", "_rx", "_sock", "_transport",
-                 "batches", "datagrams", "rtp", "srtp_errors", "wakeups")
+    __slots__ = ("_last_rtp", "_loop", "_on_rtcp", "_on_rtp_batch", "_park_after", "_protocol",
+                 "_rx", "_sock", "_transport", "batches", "datagrams", "parked", "parks", "rtp",
+                 "srtp_errors", "wakeups")
 
     def __init__(self, rx: object, protocol: object, transport: object, sock: object,
-                 on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap) -> None:
+                 on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap, park_after_s: float) -> None:
         self._rx = rx
         self._protocol = protocol
         self._transport = transport
         self._sock = sock
         self._on_rtp_batch = on_rtp_batch
         self._on_rtcp = on_rtcp
+        self._loop: BaseSelectorEventLoop = asyncio.get_running_loop()  # type: ignore[assignment]
+        self._park_after = park_after_s
+        self._last_rtp = time.monotonic()
+        self.parked = False
         self.batches = self.datagrams = self.rtp = self.srtp_errors = self.wakeups = 0
+        self.parks = 0
 
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap,
-               on_rtcp: RtcpTap) -> DirectIngress | None:
+               on_rtcp: RtcpTap, park_after_s: float = 0.0) -> DirectIngress | None:
         """Take over the nominated pair's socket; None (aiortc's path stays) when not possible:
-        DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop."""
+        DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop.
+        `park_after_s` > 0: park the socket after that long without RTP (see the class)."""
         loop = asyncio.get_running_loop()
         rx = getattr(dtls, "_rx_srtp", None)
         if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
@@ -350,7 +363,7 @@ class DirectIngress:
         sock = getattr(transport, "_sock", None)
         if sock is None or transport.is_closing() or not transport.is_reading():
             return None  # closing, or someone (another ingress) took it already
-        self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp)
+        self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp, park_after_s)
         transport.pause_reading()
         # Same fd as the transport's: asyncio's close() removes this reader with it.
         loop._add_reader(sock.fileno(), self._readable)
@@ -383,12 +396,45 @@ class DirectIngress:
                 self._protocol.datagram_received(data, addr)  # STUN, DTLS: aioice/aiortc
         self.datagrams += n
         if batch:
+            now = time.monotonic()
+            self._last_rtp = now
             self.batches += 1
             self.rtp += len(batch)
             try:
-                self._on_rtp_batch(batch, int(time.monotonic() * 1000))
+                self._on_rtp_batch(batch, int(now * 1000))
             except Exception:  # one bad batch must not unregister the reader
                 _tap_failed("RTP batch tap failed (batch dropped)")
+            if self.parked:
+                self._unpark()
+        elif (self._park_after > 0 and not self.parked
+              and time.monotonic() - self._last_rtp > self._park_after):
+            self._park()
+
+    # The parked state (sfu/adapters/parking.py). The fd is the transport's, so only while
+    # the transport is open may our reader go back on the loop: a closed socket's number may
+    # already belong to another one.
+    def _park(self) -> None:
+        if self._transport.is_closing():
+            return
+        fd = self._sock.fileno()
+        self._loop._remove_reader(fd)
+        parking.poller().add(fd, self)
+        self.parked = True
+        self.parks += 1
+
+    def _unpark(self) -> None:
+        self.parked = False
+        fd = self._sock.fileno()
+        parking.poller().remove(fd, self)
+        if fd >= 0 and not self._transport.is_closing():
+            self._loop._add_reader(fd, self._readable)
+
+    def read_parked(self) -> bool:
+        if self._transport.is_closing():
+            self.parked = False
+            return False
+        self._readable()
+        return True
 
     def _tap_rtcp(self, data: bytes) -> None:
         try:

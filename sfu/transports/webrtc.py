@@ -65,10 +65,12 @@ class MediaCounters:
 
 
 class PublisherConnection:
-    def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters):
+    def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters,
+                 park_after_s: float = 0.0):
         self.participant_id = participant_id
         self.pc = pc
         self.counters = counters
+        self.park_after_s = park_after_s  # idle this long (no RTP): read by the shared poller
         self.ufrag: str | None = None
         self.by_ssrc: dict[int, tuple[Producer, bool]] = {}  # ssrc -> (producer, is_rtx)
         self.by_pt: dict[int, tuple[Producer, bool]] = {}  # for SSRCs not in the SDP
@@ -110,7 +112,8 @@ class PublisherConnection:
         self.path = tap.SrtpPath(dtls)
         for src in self.sources.values():
             src.path = self.path
-        self.ingress = tap.DirectIngress.attach(dtls, self.on_rtp_batch, self.on_rtcp)
+        self.ingress = tap.DirectIngress.attach(dtls, self.on_rtp_batch, self.on_rtcp,
+                                                self.park_after_s)
 
     def on_rtp_single(self, data: bytes, arrival_ms: int) -> None:
         """aiortc's own receive path (before DirectIngress took the socket over)."""
@@ -195,10 +198,12 @@ class PublisherConnection:
 
 
 class SubscriberConnection:
-    def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters):
+    def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters,
+                 park_after_s: float = 0.0):
         self.participant_id = participant_id
         self.pc = pc
         self.counters = counters
+        self.park_after_s = park_after_s  # idle this long (no RTP): read by the shared poller
         self.consumers: dict[str, Consumer] = {}  # track id -> consumer
         self.by_ssrc: dict[int, Consumer] = {}
         self.transceivers: dict[str, object] = {}  # track id -> transceiver

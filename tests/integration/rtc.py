@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc import (
@@ -49,12 +50,13 @@ class Harness:
         video_codec: str | None = None,
         loss: float = 0.0,
         audio: MediaStreamTrack | None = None,
+        wrap: Callable[[MediaStreamTrack], MediaStreamTrack] = lambda track: track,
     ) -> tuple[RTCPeerConnection, list[TrackInfo], PatternVideoTrack]:
         pc = new_pc()
         self.pcs.append(pc)
         video = PatternVideoTrack(start=start)
-        pc.addTransceiver(audio or ToneAudioTrack(), direction="sendonly")
-        vt = pc.addTransceiver(video, direction="sendonly")
+        pc.addTransceiver(wrap(audio or ToneAudioTrack()), direction="sendonly")
+        vt = pc.addTransceiver(wrap(video), direction="sendonly")
         if video_codec:
             from aiortc import RTCRtpSender
 

@@ -1,0 +1,88 @@
+"""Idle publisher connections are parked (sfu/adapters/parking.py), with real aiortc peers.
+
+A publisher whose tracks stop sending (a commune's paused camera and microphone) leaves the
+event loop's selector for the shared poller; its sender reports are still read there, and its
+first packet when it speaks again unparks it without losing a picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiortc import MediaStreamTrack
+
+from sfu.adapters import parking
+from tests.integration.rtc import harness, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class GatedTrack(MediaStreamTrack):
+    """Passes a source's frames on while `gate` is set; while it is clear, sends nothing."""
+
+    def __init__(self, source: MediaStreamTrack, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source, self._gate = source, gate
+
+    async def recv(self) -> Any:
+        await self._gate.wait()
+        return await self._source.recv()
+
+
+def selector_fds() -> set[int]:
+    return set(asyncio.get_running_loop()._selector.get_map())  # type: ignore[attr-defined]
+
+
+async def test_an_idle_publisher_is_parked_and_speaking_again_unparks_it() -> None:
+    gate = asyncio.Event()
+    gate.set()
+    async with harness(park_idle_after_s=0.5) as h:
+        _, tracks, _ = await h.publish("commune", wrap=lambda t: GatedTrack(t, gate))
+        ids = [t.id for t in tracks]
+        _, got = await h.subscribe("chair", ids)
+        video = got["commune/camera"]
+        assert await asyncio.wait_for(video.wait_frames(10), 20)
+        pub = h.router.publishers["commune"]
+        assert pub.ingress is not None and not pub.ingress.parked
+        fd = pub.ingress._sock.fileno()
+        assert fd in selector_fds()
+
+        gate.clear()  # the commune's camera and microphone pause
+        assert await wait_until(lambda: h.router.stats()["ingress_parked"] == 1, 15)
+        assert fd not in selector_fds()  # no wake-up of the loop for this socket any more
+        assert len(parking.poller()) >= 1
+        # Its sender reports still arrive, read by the poller.
+        producer = h.router.producers["commune/camera"]
+        assert producer.last_sr is not None
+        parked_at = producer.last_sr[2]
+        assert await wait_until(lambda: producer.last_sr[2] > parked_at, 10)
+
+        frames = video.video.frames
+        gate.set()  # the floor is given: it speaks again
+        assert await wait_until(lambda: h.router.stats()["ingress_parked"] == 0, 10)
+        assert fd in selector_fds()
+        assert await asyncio.wait_for(video.wait_frames(frames + 20), 20)
+        assert video.video.invalid == 0 and video.video.regressions == 0
+        assert h.router.stats()["ingress_parks"] == 1
+
+
+async def test_parking_off_keeps_an_idle_publisher_on_the_loop() -> None:
+    gate = asyncio.Event()
+    gate.set()
+    async with harness(park_idle_after_s=0) as h:
+        _, tracks, _ = await h.publish("commune", wrap=lambda t: GatedTrack(t, gate))
+        _, got = await h.subscribe("chair", [t.id for t in tracks])
+        assert await asyncio.wait_for(got["commune/camera"].wait_frames(5), 20)
+        gate.clear()
+        cleared = time.time()
+        producer = h.router.producers["commune/camera"]
+        # A sender report a second after the last packet: with parking on (after 0.5 s) the
+        # wake-up that read it would have parked the connection.
+        assert await wait_until(lambda: producer.last_sr is not None
+                                and producer.last_sr[2] > cleared + 1.0, 15)
+        assert h.router.stats()["ingress_parks"] == 0
+        assert h.router.publishers["commune"].ingress._sock.fileno() in selector_fds()
