@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes behind one port, rooms spread across them (0: one per core; "
         "default 1: a single process)",
     )
+    serve.add_argument(
+        "--park-idle-after",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a publisher connection without RTP this long is read ten times a second instead "
+        "of on every datagram (default 2; 0: never)",
+    )
     # Set by the front for its workers (signaling/cluster.py: worker_argv); shown in logs.
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
@@ -110,8 +118,11 @@ def _sfu_config(args: argparse.Namespace) -> Any:
             ),
         )
     # The server's own peers use STUN only (to learn a public address); TURN is for clients.
+    if args.park_idle_after < 0:
+        raise ValueError("--park-idle-after must be >= 0")
     return SfuConfig(
-        ice_hosts=tuple(args.ice_host), ice_servers=stun, client_ice_servers=stun + turn
+        ice_hosts=tuple(args.ice_host), ice_servers=stun, client_ice_servers=stun + turn,
+        park_idle_after_s=args.park_idle_after,
     )
 
 

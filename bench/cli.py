@@ -5,7 +5,7 @@
     hoinghi bench scale --workers 1,2,4 --rooms-per-worker 2 --subscribers 10 --seconds 15
     hoinghi bench scale --workers 1,2,4 --fixed-rooms 4 --subscribers 10
     hoinghi bench scale --workers 1,2 --fixed-rooms 1 --subscribers 100 --span-after 50
-    hoinghi bench idle --bridges 0,100,200 --connection publisher,none
+    hoinghi bench idle --bridges 0,100,200 --connection publisher,none --park-idle-after 0,2
     hoinghi bench micro
 
 stdout carries JSON lines only (one per measurement, plus one "ratio" line per size when a peer
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import signal
 import statistics
@@ -39,6 +40,13 @@ def _counts(text: str) -> list[int]:
     if not counts or min(counts) < 0:
         raise argparse.ArgumentTypeError("counts must be integers >= 0, comma-separated")
     return counts
+
+
+def _floats(text: str) -> list[float]:
+    values = [float(x) for x in text.split(",") if x.strip()]
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError("values must be numbers >= 0, comma-separated")
+    return values
 
 
 def _names(text: str) -> list[str]:
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_argument("--connection", type=_names, default=["publisher"],
                       help="publisher (signaling + a paused camera/mic connection), none "
                            "(signaling only), or both: publisher,none")
+    idle.add_argument("--park-idle-after", type=_floats, default=[None],
+                      help="serve --park-idle-after values to compare, e.g. 0,2 (default: "
+                           "the server's)")
     idle.add_argument("--seconds", type=float, default=20, help="window length")
     idle.add_argument("--warmup", type=float, default=4, help="seconds before the window")
     idle.add_argument("--per-proc", type=int, default=50, help="idle bridges per process")
@@ -239,11 +250,12 @@ async def _idle(args: argparse.Namespace) -> int:
     failures = 0
     for rep in range(args.repeat):
         for bridges in args.bridges:
-            for mode in args.connection:
-                tag = f"idle-{mode}-b{bridges}-r{rep}"
+            for mode, park in itertools.product(args.connection, args.park_idle_after):
+                tag = f"idle-{mode}-b{bridges}-p{park}-r{rep}"
                 _log(f"[bench] {tag}: running ({args.seconds:g} s window)")
                 opts = IdleOptions(seconds=args.seconds, warmup=args.warmup,
-                                   per_proc=args.per_proc, connection=mode)
+                                   per_proc=args.per_proc, connection=mode,
+                                   park_idle_after_s=park)
                 try:
                     res = await run_idle(bridges, opts, out / "logs" / stamp / tag)
                 except Exception as exc:

@@ -48,8 +48,9 @@ class HoinghiServer:
     system = "hoinghi"
 
     def __init__(self, workdir: Path, config: str = "default", workers: int = 1,
-                 span_after: int | None = None) -> None:
+                 span_after: int | None = None, serve_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.serve_args = serve_args  # more `hoinghi serve` flags
         self.config = config
         # > 1: `serve --workers W`, a front process and W worker processes under it.
         self.workers = workers
@@ -80,7 +81,7 @@ class HoinghiServer:
         self.child = await spawn(
             "hoinghi-server",
             [*hoinghi_command(), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--ice-host", "127.0.0.1", "--log-level", "warning", *extra],
+             "--ice-host", "127.0.0.1", "--log-level", "warning", *extra, *self.serve_args],
             log, env=env, worker=False,
         )
         loop = asyncio.get_running_loop()

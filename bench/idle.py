@@ -36,6 +36,7 @@ class IdleOptions:
     warmup: float = 4.0
     per_proc: int = 50
     connection: str = "publisher"  # publisher: signaling + a paused publisher; none: signaling
+    park_idle_after_s: float | None = None  # `serve --park-idle-after` (None: its default)
     connect_timeout: float = 120.0
 
 
@@ -50,7 +51,9 @@ def _snapshot(server: HoinghiServer, children: list[Child]) -> dict[str, Any]:
 async def run_idle(bridges: int, opts: IdleOptions, workdir: Path) -> dict[str, Any]:
     """One measurement. Raises on any failure; never leaves a process behind."""
     workdir.mkdir(parents=True, exist_ok=True)
-    server = HoinghiServer(workdir)
+    park = opts.park_idle_after_s
+    server = HoinghiServer(workdir, serve_args=() if park is None else (
+        "--park-idle-after", f"{park:g}"))
     children: list[Child] = []
     try:
         await server.start()
@@ -90,6 +93,7 @@ def summarize(bridges: int, opts: IdleOptions, s0: dict[str, Any], s1: dict[str,
     machine = rate("machine_busy_s")
     return {
         "kind": "run", "bench": "idle", "connection": opts.connection, "bridges": bridges,
+        "park_idle_after_s": opts.park_idle_after_s,
         "window_s": round(dt, 2),
         "server_cpu_cores": round(server, 4),
         "server_us_per_bridge_s": round(server * 1e6 / bridges, 1) if bridges else None,
@@ -101,16 +105,19 @@ def summarize(bridges: int, opts: IdleOptions, s0: dict[str, Any], s1: dict[str,
 
 
 def idle_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per connection mode: the cost of one more idle bridge (least squares over the sweep)."""
+    """Per connection mode and parking setting: the cost of one more idle bridge (least
+    squares over the sweep)."""
     out = []
-    for mode in sorted({r["connection"] for r in results if r.get("kind") == "run"}):
-        runs = [r for r in results if r.get("kind") == "run" and r["connection"] == mode]
+    done = [r for r in results if r.get("kind") == "run"]
+    for mode, park in sorted({_series(r) for r in done}, key=str):
+        runs = [r for r in done if _series(r) == (mode, park)]
         if len({r["bridges"] for r in runs}) < 2:
             continue
         cpu, cpu0 = fit_line([(r["bridges"], r["server_cpu_cores"]) for r in runs])
         wake, wake0 = fit_line([(r["bridges"], r["server_wakeups_per_s"]) for r in runs])
         out.append({
-            "kind": "idle_fit", "connection": mode, "points": len(runs),
+            "kind": "idle_fit", "connection": mode, "park_idle_after_s": park,
+            "points": len(runs),
             "us_per_bridge_s": round(cpu * 1e6, 1),  # CPU µs per second per idle bridge
             "idle_server_cores": round(cpu0, 4),
             "wakeups_per_bridge_s": round(wake, 3), "idle_server_wakeups_per_s": round(wake0, 1),
@@ -118,6 +125,10 @@ def idle_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "national_cores": round(cpu * NATIONAL_BRIDGES, 2),
         })
     return out
+
+
+def _series(run: dict[str, Any]) -> tuple[str, float | None]:
+    return run["connection"], run.get("park_idle_after_s")
 
 
 def plot_idle(results: list[dict[str, Any]], path: Path) -> Path:
@@ -133,12 +144,14 @@ def plot_idle(results: list[dict[str, Any]], path: Path) -> Path:
     panels = (("server_cpu_cores", "server CPU (cores)"),
               ("server_wakeups_per_s", "server wake-ups per second"))
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for i, mode in enumerate(sorted({r["connection"] for r in runs})):
-            pts = [(r["bridges"], r[key]) for r in runs if r["connection"] == mode]
+        for i, series in enumerate(sorted({_series(r) for r in runs}, key=str)):
+            mode, park = series
+            pts = [(r["bridges"], r[key]) for r in runs if _series(r) == series]
             xs = sorted({b for b, _ in pts})
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", alpha=0.35)
             ax.plot(xs, [statistics.median(v for b, v in pts if b == x) for x in xs], "o-",
-                    color=f"C{i}", label=f"connection: {mode}")
+                    color=f"C{i}", label=f"connection: {mode}" + (
+                        "" if park is None else f", park after {park:g} s"))
         ax.set_title(title)
         ax.set_xlabel("idle bridges")
         ax.grid(True, alpha=0.3)

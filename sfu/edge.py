@@ -72,7 +72,7 @@ class EdgeRoom:
             return _done({"pipe_port": self.pipe.port})
         if op == "track":
             self._add_track(msg)
-            return None
+            return _done({})  # the home pipes the track's packets once this is answered
         if op == "audio":
             self.router.set_audio_allowed(_str(msg, "pid"), bool(msg.get("allowed")))
             return None

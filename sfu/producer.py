@@ -132,6 +132,11 @@ class Producer:
         if c.paused:  # selected out (Last-N) before it was even connected
             c.paused_at = (self.last_seq, self.last_ts, self.last_time)
             return
+        if self.video:
+            # Delta frames before its first keyframe are of no use to a new viewer, and a
+            # decoder fed them may show garbage (libvpx does): it joins at the next keyframe,
+            # as a resumed one does (mediasoup's consumers wait for one too).
+            self.resuming.append(c)
         self._regroup()
         self.request_keyframe(now)  # a new viewer needs a picture now, not at the next GOP
 

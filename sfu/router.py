@@ -23,6 +23,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from sfu import slots
 from sfu.adapters import aiortc_tap as tap
+from sfu.adapters.consent import consent_checks
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.speaker import SpeakerDetector
@@ -418,6 +419,7 @@ class Router:
         producers = list(self.producers.values())
         conns = [*self.publishers.values(), *self.subscribers.values()]
         ingress = [c.ingress for c in conns if c.ingress is not None and c.ingress.active]
+        consent = consent_checks()
         return {
             "room": self.room_id,
             "producers": len(producers),
@@ -444,6 +446,11 @@ class Router:
             # Publisher connections idle long enough to be read by the shared poller.
             "ingress_parked": sum(i.parked for i in ingress),
             "ingress_parks": sum(i.parks for i in ingress),
+            # ICE consent: peers' checks we answered here; our checks (process-wide).
+            "ingress_checks_answered": sum(i.checks_answered for i in ingress),
+            "consent_checks_sent": consent.schedule.sent,
+            "consent_checks_answered": consent.schedule.answered,
+            "consent_expired": consent.schedule.expired_total,
             "timer_polls": self.timers.polls,
             "timer_idle_wakeups": self.timers.idle_wakeups,
         }

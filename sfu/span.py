@@ -199,8 +199,8 @@ class SpanningRouter(Router):
             link.start(self._send_offer)
             for audio_off in self._audio_blocked:
                 link.send({"op": "audio", "pid": audio_off, "allowed": False})
-            for producer in self.producers.values():
-                self._pipe_track(link, producer)
+            await asyncio.gather(*(self._pipe_track(link, p)
+                                   for p in list(self.producers.values())))
             watcher = asyncio.create_task(self._watch_link(link))
             self._watchers.add(watcher)
             watcher.add_done_callback(self._watchers.discard)
@@ -224,17 +224,27 @@ class SpanningRouter(Router):
         if lost and self.on_subscribers_lost is not None:
             self.on_subscribers_lost(lost)
 
-    def _pipe_track(self, link: EdgeLink, producer: Producer) -> None:
+    async def _pipe_track(self, link: EdgeLink, producer: Producer) -> None:
         assert self._pipe is not None
         no = self._track_no.get(producer.track.id)
         if no is None:
             no = self._track_no[producer.track.id] = len(self._track_no) % MAX_TRACKS + 1
         self._by_no[no] = producer
         src = producer.source
-        link.send({"op": "track", "no": no, "generation": producer.generation,
-                   "track": producer.track.to_json(), "clock_rate": producer.clock_rate,
-                   "level_id": src.level_id if src is not None else 0})
-        producer.pipes.append(TrackPipe(self._pipe, link.pipe_addr, no, producer.generation))
+        try:
+            await link.call({"op": "track", "no": no, "generation": producer.generation,
+                             "track": producer.track.to_json(),
+                             "clock_rate": producer.clock_rate,
+                             "level_id": src.level_id if src is not None else 0})
+        except (RemoteError, TimeoutError) as exc:  # the link's watcher handles a lost edge
+            log.warning("room %s: track %s not piped to worker %d (%s)", self.room_id,
+                        producer.track.id, link.index, exc)
+            return
+        # Only now: a datagram of a track the edge does not know yet would be dropped there.
+        # Once per edge, though a publish and a new link may both have got here meanwhile.
+        if all(pipe.addr != link.pipe_addr for pipe in producer.pipes):
+            producer.pipes.append(TrackPipe(self._pipe, link.pipe_addr, no,
+                                            producer.generation))
 
     def _on_feedback(self, batch: Datagrams) -> None:
         """PLI / NACK from edges' Producers: answered as the home would answer its own."""
@@ -275,9 +285,8 @@ class SpanningRouter(Router):
     async def publish(self, participant_id: str, sdp: str,
                       sources: dict[str, str]) -> tuple[str, list[TrackInfo]]:
         answer, new = await super().publish(participant_id, sdp, sources)
-        for info in new:
-            for link in self.links.values():
-                self._pipe_track(link, self.producers[info.id])
+        await asyncio.gather(*(self._pipe_track(link, self.producers[info.id])
+                               for info in new for link in list(self.links.values())))
         return answer, new
 
     async def update_subscriptions(self, participant_id: str, add: list[str],

@@ -14,7 +14,8 @@ What it does, and why:
   with libsrtp and calls sendto on the nominated ICE pair directly.
 - Ingress bypasses aioice's queue and aiortc's DTLS task once SRTP is up: `DirectIngress` reads
   the nominated pair's socket itself (asyncio internals too: a paused selector transport and a
-  reader on its fd), several datagrams per wake-up.
+  reader on its fd), several datagrams per wake-up; parks idle publishers' sockets; and does
+  ICE consent with our codec in place of aioice's per-connection task.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aioice.candidate
 import aioice.ice
 import aiortc
 import aiortc.rtcpeerconnection as _pc_module
@@ -38,7 +40,8 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from pylibsrtp._binding import ffi, lib
 
-from sfu.adapters import parking
+from sfu.adapters import consent, parking
+from sfu.core import stun
 
 PINNED_AIORTC = "1.16.0"
 log = logging.getLogger(__name__)
@@ -304,6 +307,8 @@ def _drop(data: object, addr: object) -> None:
 # ---------------------------------------------------------------------------- ingress
 
 RECV_SIZE = 65536  # loopback's MTU: what asyncio would hand over, never truncated
+_PRFLX_PRIORITY = aioice.candidate.candidate_priority(1, "prflx")  # as aioice's own checks
+_closing: set[asyncio.Future[None]] = set()  # connections closed on consent expiry
 
 
 class DirectIngress:
@@ -326,24 +331,20 @@ class DirectIngress:
 
     MAX_BATCH = 32  # bounds the time one busy publisher holds the loop
 
-    __slots__ = ("_last_rtp", "_loop", "_on_rtcp", "_on_rtp_batch", "_park_after", "_protocol",
-                 "_rx", "_sock", "_transport", "batches", "datagrams", "parked", "parks", "rtp",
-                 "srtp_errors", "wakeups")
+    __slots__ = ("_ice", "_last_rtp", "_loop", "_on_rtcp", "_on_rtp_batch", "_park_after",
+                 "_peer", "_protocol", "_rx", "_sock", "_transport", "batches", "checks_answered",
+                 "datagrams", "parked", "parks", "rtp", "srtp_errors", "wakeups")
 
     def __init__(self, rx: object, protocol: object, transport: object, sock: object,
-                 on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap, park_after_s: float) -> None:
-        self._rx = rx
-        self._protocol = protocol
-        self._transport = transport
-        self._sock = sock
-        self._on_rtp_batch = on_rtp_batch
-        self._on_rtcp = on_rtcp
+                 on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap, park_after_s: float,
+                 ice: aioice.ice.Connection, peer: tuple[str, int]) -> None:
+        self._ice, self._peer = ice, peer  # the nominated pair's remote address
+        self._rx, self._protocol, self._transport, self._sock = rx, protocol, transport, sock
+        self._on_rtp_batch, self._on_rtcp = on_rtp_batch, on_rtcp
         self._loop: BaseSelectorEventLoop = asyncio.get_running_loop()  # type: ignore[assignment]
-        self._park_after = park_after_s
-        self._last_rtp = time.monotonic()
-        self.parked = False
+        self._park_after, self._last_rtp, self.parked = park_after_s, time.monotonic(), False
         self.batches = self.datagrams = self.rtp = self.srtp_errors = self.wakeups = 0
-        self.parks = 0
+        self.parks = self.checks_answered = 0
 
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap,
@@ -355,7 +356,8 @@ class DirectIngress:
         rx = getattr(dtls, "_rx_srtp", None)
         if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
             return None
-        pair = dtls.transport._connection._nominated.get(1)
+        ice = dtls.transport._connection
+        pair = ice._nominated.get(1)
         if pair is None or pair.protocol is None:
             return None
         protocol = pair.protocol
@@ -363,7 +365,13 @@ class DirectIngress:
         sock = getattr(transport, "_sock", None)
         if sock is None or transport.is_closing() or not transport.is_reading():
             return None  # closing, or someone (another ingress) took it already
-        self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp, park_after_s)
+        self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp, park_after_s, ice,
+                   pair.remote_addr)
+        # Our consent checks replace aioice's task (one coroutine and timer per connection).
+        task = ice._query_consent_task
+        if task is not None and not task.done():
+            task.cancel()
+            consent.consent_checks().add(self)
         transport.pause_reading()
         # Same fd as the transport's: asyncio's close() removes this reader with it.
         loop._add_reader(sock.fileno(), self._readable)
@@ -392,7 +400,7 @@ class DirectIngress:
                         batch.append(rx.unprotect(data))
                 except pylibsrtp.Error:  # replayed, forged or garbled: dropped, counted
                     self.srtp_errors += 1
-            else:
+            elif not (data[0] < 4 and self._answer_check(data, addr)):
                 self._protocol.datagram_received(data, addr)  # STUN, DTLS: aioice/aiortc
         self.datagrams += n
         if batch:
@@ -409,6 +417,41 @@ class DirectIngress:
         elif (self._park_after > 0 and not self.parked
               and time.monotonic() - self._last_rtp > self._park_after):
             self._park()
+
+    # ICE consent (sfu/core/stun.py, sfu/adapters/consent.py), the checks of a connected pair
+    # only; anything else (nomination, a new address, a role conflict, a bad signature, others'
+    # transactions) goes to aioice, which answers or refuses it.
+    def _answer_check(self, data: bytes, addr: tuple[str, int]) -> bool:
+        ice = self._ice
+        msg = stun.parse(data)
+        if msg is not None and msg.kind == stun.BINDING_SUCCESS:
+            return (addr == self._peer and msg.authentic(ice.remote_password)
+                    and consent.consent_checks().answer(self, msg.transaction))
+        if (msg is None or msg.use_candidate
+                or addr != self._peer or ice._closing
+                or msg.username != f"{ice.local_username}:{ice.remote_username}"
+                or (msg.controlling if ice.ice_controlling else msg.controlled)
+                or not msg.authentic(ice.local_password)):
+            return False
+        self._transport.sendto(stun.binding_success(msg.transaction, addr, ice.local_password),
+                               addr)
+        self.checks_answered += 1
+        return True
+
+    def send_check(self, transaction: bytes) -> None:
+        ice = self._ice
+        if self._transport.is_closing() or ice._closing:
+            consent.consent_checks().remove(self)
+            return
+        self._transport.sendto(stun.binding_request(
+            transaction, f"{ice.remote_username}:{ice.local_username}", _PRFLX_PRIORITY,
+            ice.ice_controlling, ice._tie_breaker, ice.remote_password), self._peer)
+
+    def expire(self) -> None:
+        log.info("ICE consent expired for %s: closing the connection", self._peer)
+        task = asyncio.ensure_future(self._ice.close())  # aiortc then sees the ICE close
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     # The parked state (sfu/adapters/parking.py). The fd is the transport's, so only while
     # the transport is open may our reader go back on the loop: a closed socket's number may

@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import logging
 import select
-import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_S = 0.1  # RTCP reports come once a second, consent checks every ~5 s: ample
 _SWEEP_EVERY = 10  # polls between sweeps for parked readers whose socket closed meanwhile
@@ -99,14 +100,18 @@ class Poller:
         self._epoll.close()
 
 
-_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = (
-    weakref.WeakKeyDictionary())
+def of_loop(cls: Callable[[asyncio.AbstractEventLoop], T]) -> T:
+    """The running loop's one instance of `cls` (created on first use): a process-wide
+    service that lives and dies with its event loop (tests run one loop each). Kept on the
+    loop itself: the instance refers to its loop, so a weak mapping would never let go."""
+    loop = asyncio.get_running_loop()
+    instances: dict[Any, Any] = loop.__dict__.setdefault("_hoinghi_services", {})
+    found = instances.get(cls)
+    if found is None:
+        found = instances[cls] = cls(loop)
+    return found  # type: ignore[no-any-return]
 
 
 def poller() -> Poller:
-    """The running loop's poller (created on first use)."""
-    loop = asyncio.get_running_loop()
-    p = _pollers.get(loop)
-    if p is None:
-        p = _pollers[loop] = Poller(loop)
-    return p
+    """The running loop's poller."""
+    return of_loop(Poller)

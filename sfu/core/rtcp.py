@@ -62,6 +62,7 @@ _HDR = struct.Struct("!BBH")
 _U32 = struct.Struct("!I")
 _U32X2 = struct.Struct("!II")
 _SENDER_INFO = struct.Struct("!IQIII")  # ssrc, ntp, rtp_ts, packets, octets
+_SR_TIMES = struct.Struct("!IQI")  # ssrc, ntp, rtp_ts: the head of the sender info
 _BLOCK = struct.Struct("!IIIIII")  # ssrc, fraction|lost, highest, jitter, lsr, dlsr
 _FCI_NACK = struct.Struct("!HH")
 _FCI_FIR = struct.Struct("!IB3x")
@@ -174,10 +175,29 @@ def parse_rtcp(data: bytes | memoryview) -> list[RtcpItem]:
     if isinstance(data, memoryview):
         # One copy: keeps every slice below a plain bytes (hashable values, simple typing).
         data = data.tobytes()
+    return [_parse_one(data, pt, count, start, end) for pt, count, start, end in _walk(data)]
+
+
+def sender_infos(data: bytes) -> list[tuple[int, int, int]]:
+    """(SSRC, NTP, RTP time) of each SR in a compound, nothing else decoded: all a publisher's
+    RTCP is read for, once a second per stream, so its SDES is not worth parsing. Raises
+    `RtcpError` as `parse_rtcp` does on a malformed compound or SR; the bodies of the other
+    packets are not read, so their own errors go unnoticed."""
+    out = []
+    for pt, count, start, end in _walk(data):
+        if pt == PT_SR:
+            if end - start < 24 + 24 * count:
+                raise RtcpError("SR shorter than its sender info and report blocks")
+            out.append(_SR_TIMES.unpack_from(data, start))
+    return out
+
+
+def _walk(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(packet type, count field, body start, body end) of each packet of a compound."""
     end_all = len(data)
     if end_all == 0:
         raise RtcpError("empty RTCP packet")
-    items: list[RtcpItem] = []
+    items: list[tuple[int, int, int, int]] = []
     pos = 0
     while pos < end_all:
         if end_all - pos < 4:
@@ -198,7 +218,7 @@ def parse_rtcp(data: bytes | memoryview) -> list[RtcpItem]:
             if pad == 0 or pad > end - start:
                 raise RtcpError("RTCP padding length is invalid")
             body_end = end - pad
-        items.append(_parse_one(data, pt, b0 & 0x1F, start, body_end))
+        items.append((pt, b0 & 0x1F, start, body_end))
         pos = end
     return items
 

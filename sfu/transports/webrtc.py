@@ -28,6 +28,7 @@ from sfu.core.rtcp import (
     RtcpItem,
     SenderReport,
     parse_rtcp,
+    sender_infos,
 )
 from sfu.core.rtp import RtpHeader, parse_into, unwrap_rtx
 from sfu.producer import Producer, Source
@@ -188,13 +189,16 @@ class PublisherConnection:
         return entry
 
     def on_rtcp(self, data: bytes) -> None:
-        items = _parse_counted(data, self.counters)
+        try:
+            reports = sender_infos(data)  # all we read a publisher's RTCP for
+        except RtcpError:
+            self.counters.rtcp_malformed += 1
+            return
         now = time.time()
-        for item in items:
-            if isinstance(item, SenderReport):
-                entry = self.by_ssrc.get(item.ssrc)
-                if entry is not None and not entry[1]:
-                    entry[0].set_sender_report(item.ntp, item.rtp_ts, now)
+        for ssrc, ntp, rtp_ts in reports:
+            entry = self.by_ssrc.get(ssrc)
+            if entry is not None and not entry[1]:
+                entry[0].set_sender_report(ntp, rtp_ts, now)
 
 
 class SubscriberConnection:

@@ -404,3 +404,29 @@ async def test_roster_at_national_scale(server: Any, pages: Any) -> None:
         .length === 3255""",
     )
     await screenshot(chair, "scale", "chair")
+
+
+async def test_chromium_keeps_ice_consent_with_our_stun_codec(server: Any, pages: Any) -> None:
+    """The consent checks (RFC 7675) both ways are the SFU's own codec (sfu/core/stun.py):
+    Chromium must accept our answers and our checks, every ~5 s, or it drops the call."""
+    from tests.integration.test_span import room_metric
+
+    room = "hoinghi-e2e-consent"
+    chair = await pages.open("chair", server.token(room, CHAIR, "chair", name="Trung ương"))
+    bridge = await pages.open("bridge", server.token(room, BRIDGE_A, "commune", name="Xã A"))
+    for page in (chair, bridge):
+        await wait_connected(page)
+
+    async def answered() -> tuple[float, float]:
+        theirs = await room_metric(server, "hoinghi_router_ingress_checks_answered", room)
+        ours = await room_metric(server, "hoinghi_router_consent_checks_answered", room)
+        return sum(theirs.values()), sum(ours.values())
+
+    deadline = time.monotonic() + 40
+    while min(await answered()) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)  # Chromium checks every 4-6 s, and so do we
+    theirs, ours = await answered()
+    assert theirs >= 2 and ours >= 2, (theirs, ours)
+    expired = await room_metric(server, "hoinghi_router_consent_expired", room)
+    assert sum(expired.values()) == 0
+    await wait_frames_grow(bridge, f"{CHAIR}/camera")  # both connections still carry media

@@ -36,6 +36,7 @@ from sfu.core.rtcp import (
     ntp_from_unix,
     ntp_middle,
     parse_rtcp,
+    sender_infos,
 )
 
 u8 = st.integers(0, 0xFF)
@@ -219,6 +220,26 @@ MALFORMED = {
 def test_malformed_raises_rtcp_error(data: bytes) -> None:
     with pytest.raises(RtcpError):
         parse_rtcp(data)
+
+
+# Errors in the compound's framing or in an SR: what `sender_infos` checks too.
+FRAMING = ("version 1", "length past end", "trailing garbage", "pad zero", "pad too long",
+           "pad on empty", "sr too short", "sr blocks missing")
+
+
+@pytest.mark.parametrize("name", FRAMING)
+def test_sender_infos_refuse_what_the_full_parse_refuses(name: str) -> None:
+    with pytest.raises(RtcpError):
+        sender_infos(MALFORMED[name])
+
+
+@given(st.lists(st.tuples(u32, u64, u32, st.lists(blocks, max_size=3)), max_size=4),
+       st.booleans())
+def test_sender_infos_are_the_full_parse_of_the_srs(srs: list, sdes: bool) -> None:
+    data = b"".join(build_sr(ssrc, ntp, ts, 7, 8, rbs) + (build_sdes(ssrc, "c") if sdes else b"")
+                    for ssrc, ntp, ts, rbs in srs) + build_pli(1, 2)
+    full = [(i.ssrc, i.ntp, i.rtp_ts) for i in parse_rtcp(data) if isinstance(i, SenderReport)]
+    assert sender_infos(data) == full == [(ssrc, ntp, ts) for ssrc, ntp, ts, _ in srs]
 
 
 def test_rtcp_error_is_value_error() -> None:
