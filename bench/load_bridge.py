@@ -9,7 +9,7 @@ docs/signaling.md); this module only adds the load-test instruments:
   number (`clients.media.FrameChecker`), for the time to the first *real* picture;
 - publishers send `clients.media`'s synthetic tracks;
 - every bridge probes signaling round-trip time with `ping` (a receive-only bridge has no media
-  RTT: the server's sender reports carry no LSR/DLSR for it to echo — see bench/README.md).
+  RTT: the server's sender reports carry no LSR/DLSR for it to echo — see bench/LOADTEST.md).
 """
 
 from __future__ import annotations
