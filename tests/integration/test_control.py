@@ -463,3 +463,15 @@ def test_serve_flags_reach_the_config() -> None:
     with pytest.raises(ValueError):
         hoinghi_cli._limit_overrides(zero)
 
+
+
+def test_park_idle_after_reaches_the_sfu_config() -> None:
+    import hoinghi_cli
+
+    def config(*flags: str) -> Any:
+        return hoinghi_cli._sfu_config(hoinghi_cli._parser().parse_args(["serve", *flags]))
+
+    assert config().park_idle_after_s == 2.0
+    assert config("--park-idle-after", "0").park_idle_after_s == 0  # never
+    with pytest.raises(ValueError):
+        config("--park-idle-after", "-1")

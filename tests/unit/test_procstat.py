@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import procstat
-from bench.procstat import proc_cpu, tree_cpu, tree_cpus, tree_pids
+from bench.procstat import proc_cpu, proc_wakeups, tree_cpu, tree_cpus, tree_pids
 
 BURN_S = 0.3
 
@@ -93,3 +93,26 @@ def test_vanished_processes(family: tuple[subprocess.Popen[str], int]) -> None:
     assert tree_pids(child.pid) == []
     assert tree_cpu(child.pid).total_s == 0
     assert grandchild not in tree_pids(os.getpid())
+
+
+def test_wakeups_count_each_time_a_sleeping_process_is_woken() -> None:
+    """A child that blocks on its stdin five times: each line we send wakes it once."""
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys\nfor _ in range(5):\n    sys.stdin.readline()\n"
+                              "    print('ok', flush=True)\nsys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "ok"  # started, blocked on the next line
+        before = proc_wakeups(child.pid)
+        for _ in range(4):
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "ok"
+        assert proc_wakeups(child.pid) - before >= 4
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
