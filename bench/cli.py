@@ -122,14 +122,23 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-async def _forward(args: argparse.Namespace) -> int:
-    from bench.forward import ForwardOptions, run_forward
-
+async def _unwinding(runner: Any, args: argparse.Namespace) -> int:
     # SIGTERM (a CI timeout, `kill`) unwinds like ctrl-c: every run's `finally` stops its
     # processes. (Children also get SIGTERM from the kernel if we die without unwinding.)
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return int(await runner(args))
+
+
+def _stamped(out: Path) -> tuple[Path, str]:
+    """The results folder (created) and this invocation's time stamp for its file names."""
+    out.mkdir(parents=True, exist_ok=True)
+    return out, time.strftime("%Y%m%d-%H%M%S")
+
+
+async def _forward(args: argparse.Namespace) -> int:
+    from bench.forward import ForwardOptions, run_forward
 
     sizes = args.sweep or [args.subscribers]
     systems: list[tuple[str, str]] = [(args.system, "default")]
@@ -145,9 +154,7 @@ async def _forward(args: argparse.Namespace) -> int:
             return 2
     opts = ForwardOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
                           per_proc=args.per_proc, bitrate=args.bitrate)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out, stamp = _stamped(args.out)
     jsonl = out / f"forward-{stamp}.jsonl"
     results: list[dict[str, Any]] = []
     failures = 0
@@ -185,10 +192,6 @@ async def _forward(args: argparse.Namespace) -> int:
 async def _scale(args: argparse.Namespace) -> int:
     from bench.scale import ScaleOptions, run_scale, scale_summary
 
-    task = asyncio.current_task()  # SIGTERM unwinds like ctrl-c (see _forward)
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-
     fixed: int | None = args.fixed_rooms
     mode = "proportional" if fixed is None else "fixed"
     full_rooms = args.full_rooms
@@ -197,9 +200,7 @@ async def _scale(args: argparse.Namespace) -> int:
     opts = ScaleOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
                         full_rooms=full_rooms, per_proc=args.per_proc, bitrate=args.bitrate,
                         span_after=args.span_after)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out, stamp = _stamped(args.out)
     jsonl: Path = args.jsonl or out / f"scale-{stamp}.jsonl"
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -235,16 +236,11 @@ async def _scale(args: argparse.Namespace) -> int:
 async def _idle(args: argparse.Namespace) -> int:
     from bench.idle import IdleOptions, idle_summary, plot_idle, run_idle
 
-    task = asyncio.current_task()  # SIGTERM unwinds like ctrl-c (see _forward)
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     bad = [c for c in args.connection if c not in ("publisher", "none")]
     if bad:
         _log(f"unknown --connection {bad}: publisher or none")
         return 2
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out, stamp = _stamped(args.out)
     jsonl = out / f"idle-{stamp}.jsonl"
     results: list[dict[str, Any]] = []
     failures = 0
@@ -364,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"forward": _forward, "scale": _scale, "idle": _idle}
     if args.command in runners:
         try:
-            return asyncio.run(runners[args.command](args))
+            return asyncio.run(_unwinding(runners[args.command], args))
         except KeyboardInterrupt:
             return 130  # children were stopped by the runs' finally blocks / atexit sweep
         except asyncio.CancelledError:

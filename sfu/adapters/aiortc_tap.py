@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
@@ -488,41 +487,6 @@ class DirectIngress:
     @property
     def active(self) -> bool:
         return not self._transport.is_closing()
-
-
-# ---------------------------------------------------------------------------- test helpers
-
-
-def inject_loss(pc: RTCPeerConnection, send: float = 0.0, receive: float = 0.0, seed: int = 1):
-    """Drop a fraction of the RTP a (client) connection sends or receives, as a lossy path
-    would. For tests and load generators; RTCP is never dropped."""
-    dtls = dtls_of(pc)
-    if dtls is None:
-        raise ValueError("connection has no transport yet")
-    rng = random.Random(seed)
-    counters = {"dropped_in": 0, "dropped_out": 0}
-    if receive > 0:
-        orig_in = dtls._handle_rtp_data
-
-        async def lossy_in(data: bytes, arrival_time_ms: int) -> None:
-            if rng.random() < receive:
-                counters["dropped_in"] += 1
-                return
-            await orig_in(data, arrival_time_ms)
-
-        dtls._handle_rtp_data = lossy_in  # type: ignore[method-assign]
-    if send > 0:
-        orig_out = dtls._send_rtp
-
-        async def lossy_out(data: bytes) -> None:
-            is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
-            if not is_rtcp and rng.random() < send:
-                counters["dropped_out"] += 1
-                return
-            await orig_out(data)
-
-        dtls._send_rtp = lossy_out  # type: ignore[method-assign]
-    return counters
 
 
 def version() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,7 +70,7 @@ class Harness:
         answer, tracks = await self.router.publish(pid, pc.localDescription.sdp, {})
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         if loss:
-            tap.inject_loss(pc, send=loss, seed=7)
+            inject_loss(pc, send=loss, seed=7)
         return pc, tracks, video
 
     async def subscribe(
@@ -94,7 +95,7 @@ class Harness:
         await pc.setLocalDescription(await pc.createAnswer())
         await self.router.subscriber_answer(pid, pc.localDescription.sdp)
         if loss:
-            tap.inject_loss(pc, receive=loss, seed=11)
+            inject_loss(pc, receive=loss, seed=11)
         return pc, got
 
     async def close(self) -> None:
@@ -130,3 +131,37 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -
             return True
         await asyncio.sleep(interval)
     return bool(predicate())
+
+
+def inject_loss(pc: RTCPeerConnection, send: float = 0.0, receive: float = 0.0,
+                seed: int = 1) -> dict[str, int]:
+    """Drop a fraction of the RTP a (client, stock aiortc) connection sends or receives, as a
+    lossy path would; RTCP is never dropped. A test's own hook into aiortc's DTLS transport
+    (the names are checked by tests/contract)."""
+    dtls = tap.dtls_of(pc)
+    if dtls is None:
+        raise ValueError("connection has no transport yet")
+    rng = random.Random(seed)
+    counters = {"dropped_in": 0, "dropped_out": 0}
+    if receive > 0:
+        orig_in = dtls._handle_rtp_data
+
+        async def lossy_in(data: bytes, arrival_time_ms: int) -> None:
+            if rng.random() < receive:
+                counters["dropped_in"] += 1
+                return
+            await orig_in(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = lossy_in  # type: ignore[method-assign]
+    if send > 0:
+        orig_out = dtls._send_rtp
+
+        async def lossy_out(data: bytes) -> None:
+            is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
+            if not is_rtcp and rng.random() < send:
+                counters["dropped_out"] += 1
+                return
+            await orig_out(data)
+
+        dtls._send_rtp = lossy_out  # type: ignore[method-assign]
+    return counters
