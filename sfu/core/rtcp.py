@@ -62,7 +62,6 @@ _HDR = struct.Struct("!BBH")
 _U32 = struct.Struct("!I")
 _U32X2 = struct.Struct("!II")
 _SENDER_INFO = struct.Struct("!IQIII")  # ssrc, ntp, rtp_ts, packets, octets
-_SR_TIMES = struct.Struct("!IQI")  # ssrc, ntp, rtp_ts: the head of the sender info
 _BLOCK = struct.Struct("!IIIIII")  # ssrc, fraction|lost, highest, jitter, lsr, dlsr
 _FCI_NACK = struct.Struct("!HH")
 _FCI_FIR = struct.Struct("!IB3x")
@@ -178,18 +177,17 @@ def parse_rtcp(data: bytes | memoryview) -> list[RtcpItem]:
     return [_parse_one(data, pt, count, start, end) for pt, count, start, end in _walk(data)]
 
 
-def sender_infos(data: bytes) -> list[tuple[int, int, int]]:
-    """(SSRC, NTP, RTP time) of each SR in a compound, nothing else decoded: all a publisher's
-    RTCP is read for, once a second per stream, so its SDES is not worth parsing. Raises
-    `RtcpError` as `parse_rtcp` does on a malformed compound or SR; the bodies of the other
-    packets are not read, so their own errors go unnoticed."""
-    out = []
-    for pt, count, start, end in _walk(data):
-        if pt == PT_SR:
-            if end - start < 24 + 24 * count:
-                raise RtcpError("SR shorter than its sender info and report blocks")
-            out.append(_SR_TIMES.unpack_from(data, start))
-    return out
+def sender_infos(data: bytes) -> list[tuple[int, ...]]:
+    """(SSRC, NTP, RTP time) of each SR: all a publisher's RTCP is read for (SDES unparsed).
+    Raises `RtcpError` on a malformed compound or SR; other packets' bodies go unchecked."""
+    return [_sender_info(data, count, start, end)[:3]
+            for pt, count, start, end in _walk(data) if pt == PT_SR]
+
+
+def _sender_info(data: bytes, count: int, pos: int, end: int) -> tuple[int, int, int, int, int]:
+    if end - pos < 24 + 24 * count:
+        raise RtcpError("SR shorter than its sender info and report blocks")
+    return _SENDER_INFO.unpack_from(data, pos)  # type: ignore[return-value]
 
 
 def _walk(data: bytes) -> list[tuple[int, int, int, int]]:
@@ -243,9 +241,7 @@ def _parse_one(data: bytes, pt: int, count: int, pos: int, end: int) -> RtcpItem
             return _parse_remb(data, pos, end)
         return OtherRtcp(pt, count)
     if pt == PT_SR:
-        if size < 24 + 24 * count:
-            raise RtcpError("SR shorter than its sender info and report blocks")
-        ssrc, ntp, rtp_ts, packets, octets = _SENDER_INFO.unpack_from(data, pos)
+        ssrc, ntp, rtp_ts, packets, octets = _sender_info(data, count, pos, end)
         # Bytes after the blocks are profile-specific extensions (RFC 3550 §6.4.1): ignored.
         blocks = _parse_blocks(data, pos + 24, count)
         return SenderReport(ssrc, ntp, rtp_ts, packets, octets, blocks)
