@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import Child, spawn, stop_all
-from bench.procstat import ProcCpu, machine_cpu, proc_cpu, proc_rss_mb
+from bench.procstat import ProcCpu, machine_cpu, proc_cpu, proc_rss_mb, proc_wakeups
 from bench.targets import Server, make_server
 
 
@@ -89,6 +89,7 @@ async def _snapshot(server: Server, children: list[Child], first: bool) -> dict[
         "t": time.time(),
         "server_user": cpu.user_s,
         "server_sys": cpu.system_s,
+        "server_wakeups": proc_wakeups(server.pid),
         "machine": machine_cpu(),
         "children_cpu": sum(proc_cpu(c.pid).total_s for c in children),
         "replies": replies,
@@ -228,6 +229,8 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         "server_cpu_cores": round(server_cpu / dt, 3),
         "server_sys_share": round((s1["server_sys"] - s0["server_sys"]) / server_cpu, 2)
         if server_cpu else None,
+        # The server process's sleeps that a datagram or timer ended (its main process only).
+        "server_wakeups_per_s": round((s1["server_wakeups"] - s0["server_wakeups"]) / dt, 1),
         "loss_pct": round(100 * max(0, expected - received) / expected, 3) if expected else None,
         "delivered_pct": round(100 * fwd_pps / (pub_pps * n), 2) if pub_pps and n else None,
         **lat.fields(),

@@ -10,6 +10,8 @@ was a valid SRTP packet for this very connection, not just a datagram that reach
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import re
 import socket
 import struct
@@ -21,6 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu.adapters.aiortc_tap import set_ice_hosts
+from sfu.core.rtcp import ReportBlock, build_rr
 
 _RTP_HEADER = struct.Struct("!BBHII")  # v/p/x/cc, m/pt, seq, ts, ssrc
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", re.MULTILINE)
@@ -141,7 +144,7 @@ def _read_with_timestamp(sock: socket.socket, protocol: Any,
 class SsrcCounter:
     """RTP loss accounting for one SSRC, RFC 3550 style (extended highest seq − first + 1)."""
 
-    __slots__ = ("base", "bytes", "max_ext", "received", "reordered")
+    __slots__ = ("base", "bytes", "max_ext", "received", "reordered", "reported")
 
     def __init__(self, seq: int) -> None:
         self.base = seq
@@ -149,6 +152,7 @@ class SsrcCounter:
         self.received = 0
         self.bytes = 0
         self.reordered = 0
+        self.reported = (0, 0)  # (expected, received) at the last receiver report
 
     def add(self, seq: int, size: int) -> None:
         self.received += 1
@@ -162,6 +166,16 @@ class SsrcCounter:
     @property
     def expected(self) -> int:
         return self.max_ext - self.base + 1
+
+    def report_block(self, ssrc: int) -> ReportBlock:
+        """RFC 3550 §6.4.1 / A.3, since the last report (jitter and LSR are not tracked)."""
+        expected, received = self.expected, self.received
+        interval = expected - self.reported[0]
+        lost = interval - (received - self.reported[1])
+        self.reported = (expected, received)
+        fraction = (lost << 8) // interval if interval > 0 and lost > 0 else 0
+        cumulative = max(-0x800000, min(0x7FFFFF, expected - received))
+        return ReportBlock(ssrc, fraction, cumulative, self.max_ext & 0xFFFFFFFF, 0, 0, 0)
 
 
 class RtpCounter:
@@ -213,6 +227,27 @@ class RtpCounter:
             "reordered": sum(c.reordered for c in self.ssrcs.values()),
             "ssrcs": len(self.ssrcs),
         }
+
+
+async def send_receiver_reports(pc: RTCPeerConnection, counter: RtpCounter) -> None:
+    """A receiver report per received stream every 0.5-1.5 s (RFC 3550 §6.3.5's spread),
+    as aiortc's receivers do (a browser's: every 1 s for video): a light subscriber never
+    reaches aiortc's receiver, but the server must still carry its RTCP, as it would a real
+    one's. Runs until cancelled."""
+    sender_ssrc = random.getrandbits(32)
+    due: dict[int, float] = {}
+    while True:
+        now = time.monotonic()
+        for ssrc, c in list(counter.ssrcs.items()):
+            at = due.setdefault(ssrc, now + 0.5 + random.random())
+            if at > now:
+                continue
+            due[ssrc] = now + 0.5 + random.random()
+            transports = dtls_transports(pc)  # one: BUNDLE
+            if transports:
+                with contextlib.suppress(ConnectionError):  # not (or no longer) connected
+                    await transports[0]._send_rtp(build_rr(sender_ssrc, [c.report_block(ssrc)]))
+        await asyncio.sleep(0.1)
 
 
 def video_payload_types(sdp: str) -> set[int]:

@@ -1,8 +1,9 @@
 """Subscriber process: `--count` aiortc peers receiving from the target.
 
-Light subscribers count packets per SSRC (loss from sequence numbers) and never decode; `--full`
-of them (the first ones) go through aiortc's whole receive path, decode, check every picture's
-painted frame number and bar position, and log when each decoded frame's packets arrived.
+Light subscribers count packets per SSRC (loss from sequence numbers), never decode, and send
+receiver reports as a real receiver would (bench/peer.py); `--full` of them (the first ones) go
+through aiortc's whole receive path, decode, check every picture's painted frame number and bar
+position, and log when each decoded frame's packets arrived.
 
 Run by the orchestrator: `python -m bench.subscribers --spec JSON --count N --full K`.
 """
@@ -24,6 +25,7 @@ from bench.peer import (
     hook_rtp,
     kernel_receive_times,
     loopback_pc,
+    send_receiver_reports,
     video_payload_types,
     wait_connected,
 )
@@ -74,6 +76,9 @@ class Subscriber:
                 self._tasks.append(asyncio.ensure_future(self._consume(track, receiver)))
 
         await client.subscribe(self.pc, self.on_offer)
+        if not self.full:  # a decoding one's aiortc receivers report themselves
+            self._tasks.append(asyncio.ensure_future(send_receiver_reports(self.pc,
+                                                                           self.counter)))
 
     async def _consume(self, track: MediaStreamTrack, receiver: Any) -> None:
         # aiortc hands decoded frames pts = RTP timestamp − the first frame's timestamp; the

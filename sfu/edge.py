@@ -160,7 +160,7 @@ class EdgeRoom:
                 for p in producers:
                     p.batching = False
                     p.flush()
-        self.router.timers.poll(now)
+        self.router.after_media(now)
 
     def _on_frame(self, data: bytes, now: float) -> None:
         try:

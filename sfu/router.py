@@ -23,6 +23,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from sfu import slots
 from sfu.adapters import aiortc_tap as tap
+from sfu.adapters import parking
 from sfu.adapters.consent import consent_checks
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
@@ -156,7 +157,7 @@ class Router:
                 old.retire()  # its late packets must not interleave with the new source
                 await _close_quietly(old.pc)
             self.publishers[participant_id] = pub
-            pub.after_batch = self.timers.poll
+            pub.after_batch = self.after_media
             self._watch(pub.pc, participant_id, pub)
             self.timers.start()
             return pub.pc.localDescription.sdp, new_tracks
@@ -259,7 +260,8 @@ class Router:
     def _subscriber(self, pid: str) -> SubscriberConnection:
         sub = self.subscribers.get(pid)
         if sub is None:
-            sub = SubscriberConnection(pid, new_peer_connection(self.config), self.counters)
+            sub = SubscriberConnection(pid, new_peer_connection(self.config), self.counters,
+                                       self.config.park_idle_after_s)
             self.subscribers[pid] = sub
             self._watch(sub.pc, pid, sub)
             self.timers.start()
@@ -443,9 +445,10 @@ class Router:
             "ingress_rtp_packets": sum(i.rtp for i in ingress),
             "ingress_wakeups": sum(i.wakeups for i in ingress),
             "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
-            # Publisher connections idle long enough to be read by the shared poller.
+            # Connections read by the shared poller: idle publishers, all subscribers.
             "ingress_parked": sum(i.parked for i in ingress),
             "ingress_parks": sum(i.parks for i in ingress),
+            "ingress_parked_reads": parking.poller().reads,  # process-wide, as consent below
             # ICE consent: peers' checks we answered here; our checks (process-wide).
             "ingress_checks_answered": sum(i.checks_answered for i in ingress),
             "consent_checks_sent": consent.schedule.sent,
@@ -462,6 +465,12 @@ class Router:
             await self.remove_participant(pid)
 
     # ------------------------------------------------------------------ timers
+    def after_media(self, now: float) -> None:
+        """After every media batch (publishers' here, the home's pipe at an edge): what rides
+        on the loop being awake anyway, parked sockets (subscribers' NACKs) and the timers."""
+        parking.drain()
+        self.timers.poll(now)
+
     def _tick(self, now: float) -> None:
         for producer in self.producers.values():
             producer.tick(now)

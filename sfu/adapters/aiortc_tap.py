@@ -346,11 +346,12 @@ class DirectIngress:
         self.parks = self.checks_answered = 0
 
     @classmethod
-    def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap,
-               on_rtcp: RtcpTap, park_after_s: float = 0.0) -> DirectIngress | None:
+    def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap,
+               park_after_s: float = 0.0, park_now: bool = False) -> DirectIngress | None:
         """Take over the nominated pair's socket; None (aiortc's path stays) when not possible:
         DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop.
-        `park_after_s` > 0: park the socket after that long without RTP (see the class)."""
+        `park_after_s` > 0: park the socket after that long without RTP (see the class);
+        `park_now`: parked at once (a subscriber's, which brings RTCP only)."""
         loop = asyncio.get_running_loop()
         rx = getattr(dtls, "_rx_srtp", None)
         if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
@@ -372,8 +373,10 @@ class DirectIngress:
             task.cancel()
             consent.consent_checks().add(self)
         transport.pause_reading()
-        # Same fd as the transport's: asyncio's close() removes this reader with it.
-        loop._add_reader(sock.fileno(), self._readable)
+        if park_now:
+            self._park()
+        else:  # same fd as the transport's: asyncio's close() removes this reader with it
+            loop._add_reader(sock.fileno(), self._readable)
         return self
 
     def _readable(self) -> None:

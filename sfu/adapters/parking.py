@@ -8,6 +8,11 @@ a while is *parked*: its socket leaves the event loop's selector for one epoll s
 which a single timer drains every POLL_S. Its first RTP packet (the floor was given) waits at
 most POLL_S and unparks it (sfu/adapters/aiortc_tap.py: DirectIngress).
 
+Subscribers' connections are parked from the start: all they ever send is RTCP (receiver
+reports, NACK, PLI, REMB) and consent checks, a wake-up each, as many as the forwarding's own
+at 50 subscribers. While media flows the set is also drained after every media batch
+(`drain`, the loop is awake anyway), so a NACK waits for the next incoming packet, not POLL_S.
+
 Only asyncio and the epoll fd here; what a parked socket's reader does is the caller's.
 """
 
@@ -43,7 +48,9 @@ class Poller:
         self._parked: dict[int, Parked] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._polls = 0
-        self.wakeups = 0  # polls that found something to read
+        self._draining = False
+        self.wakeups = 0  # timer polls that found something to read
+        self.reads = 0  # parked sockets read, by the timer or after media
 
     def __len__(self) -> int:
         return len(self._parked)
@@ -65,15 +72,36 @@ class Poller:
             self._epoll.unregister(fd)
 
     def poll(self) -> None:
-        """Read every parked socket that has something (called by the timer; tests call it)."""
+        """The timer: read every parked socket that has something, and come back (tests call
+        it too)."""
         self._timer = None
         self._polls += 1
+        if self.drain():
+            self.wakeups += 1
+        if self._polls % _SWEEP_EVERY == 0:
+            for fd, reader in list(self._parked.items()):
+                if not reader.active:
+                    self.remove(fd, reader)
+        if self._parked and not self._loop.is_closed():
+            self._timer = self._loop.call_later(POLL_S, self.poll)
+
+    def drain(self) -> bool:
+        """Read every parked socket that has something now; True if any had. One epoll_wait
+        without a wait when none has: cheap enough for every media batch."""
+        if self._draining or not self._parked:
+            return False  # a parked publisher's packets lead back here: the outer drain reads
+        self._draining = True
         try:
             events = self._epoll.poll(0)
-        except OSError:  # the epoll fd itself is gone (loop shutdown)
-            return
-        if events:
-            self.wakeups += 1
+            self._read(events)
+        except OSError:  # the epoll fd itself is gone (loop shutdown); readers never raise
+            return False
+        finally:
+            self._draining = False
+        return bool(events)
+
+    def _read(self, events: list[tuple[int, int]]) -> None:
+        self.reads += len(events)
         for fd, _ in events:
             reader = self._parked.get(fd)
             if reader is None:
@@ -85,12 +113,6 @@ class Poller:
                 keep = False
             if not keep:
                 self.remove(fd, reader)
-        if self._polls % _SWEEP_EVERY == 0:
-            for fd, reader in list(self._parked.items()):
-                if not reader.active:
-                    self.remove(fd, reader)
-        if self._parked and not self._loop.is_closed():
-            self._timer = self._loop.call_later(POLL_S, self.poll)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -105,13 +127,25 @@ def of_loop(cls: Callable[[asyncio.AbstractEventLoop], T]) -> T:
     service that lives and dies with its event loop (tests run one loop each). Kept on the
     loop itself: the instance refers to its loop, so a weak mapping would never let go."""
     loop = asyncio.get_running_loop()
-    instances: dict[Any, Any] = loop.__dict__.setdefault("_hoinghi_services", {})
+    instances = _services(loop)
     found = instances.get(cls)
     if found is None:
         found = instances[cls] = cls(loop)
     return found  # type: ignore[no-any-return]
 
 
+def _services(loop: asyncio.AbstractEventLoop) -> dict[Any, Any]:
+    return loop.__dict__.setdefault("_hoinghi_services", {})  # type: ignore[no-any-return]
+
+
 def poller() -> Poller:
     """The running loop's poller."""
     return of_loop(Poller)
+
+
+def drain() -> None:
+    """After a media batch: read the loop's parked sockets that have something (NACKs, PLIs
+    from subscribers; a parked publisher's first packet)."""
+    found = _services(asyncio.get_running_loop()).get(Poller)
+    if found is not None:  # none parked ever in this loop: nothing to read
+        found.drain()

@@ -207,7 +207,7 @@ class SubscriberConnection:
         self.participant_id = participant_id
         self.pc = pc
         self.counters = counters
-        self.park_after_s = park_after_s  # idle this long (no RTP): read by the shared poller
+        self.park_after_s = park_after_s  # > 0: read by the shared poller (no RTP comes)
         self.consumers: dict[str, Consumer] = {}  # track id -> consumer
         self.by_ssrc: dict[int, Consumer] = {}
         self.transceivers: dict[str, object] = {}  # track id -> transceiver
@@ -228,7 +228,10 @@ class SubscriberConnection:
                 if dtls is None:
                     return
                 self.path = tap.SrtpPath(dtls)
-                self.ingress = tap.DirectIngress.attach(dtls, _ignore_batch, self.on_rtcp)
+                # Parked at once (its RTCP read after media batches, sfu/adapters/parking.py)
+                # unless parking is off.
+                self.ingress = tap.DirectIngress.attach(dtls, _ignore_batch, self.on_rtcp,
+                                                        self.park_after_s, self.park_after_s > 0)
             neg = tap.negotiated(transceiver)  # type: ignore[arg-type]
             ssrc, rtx_ssrc = tap.sender_ssrcs(transceiver)  # type: ignore[arg-type]
             c.configure(neg, ssrc, rtx_ssrc, self.path)

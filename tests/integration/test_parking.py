@@ -1,8 +1,9 @@
-"""Idle publisher connections are parked (sfu/adapters/parking.py), with real aiortc peers.
+"""Parked connections (sfu/adapters/parking.py), with real aiortc peers.
 
 A publisher whose tracks stop sending (a commune's paused camera and microphone) leaves the
 event loop's selector for the shared poller; its sender reports are still read there, and its
-first packet when it speaks again unparks it without losing a picture.
+first packet when it speaks again unparks it without losing a picture. A subscriber's connection
+is parked from the start; its NACKs are read after the publisher's media batches.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ async def test_an_idle_publisher_is_parked_and_speaking_again_unparks_it() -> No
         assert fd in selector_fds()
 
         gate.clear()  # the commune's camera and microphone pause
-        assert await wait_until(lambda: h.router.stats()["ingress_parked"] == 1, 15)
+        assert await wait_until(lambda: pub.ingress.parked, 15)
+        assert h.router.stats()["ingress_parked"] == 2  # with the subscriber's
         assert fd not in selector_fds()  # no wake-up of the loop for this socket any more
         assert len(parking.poller()) >= 1
         # Its sender reports still arrive, read by the poller.
@@ -63,11 +65,11 @@ async def test_an_idle_publisher_is_parked_and_speaking_again_unparks_it() -> No
 
         frames = video.video.frames
         gate.set()  # the floor is given: it speaks again
-        assert await wait_until(lambda: h.router.stats()["ingress_parked"] == 0, 10)
+        assert await wait_until(lambda: not pub.ingress.parked, 10)
         assert fd in selector_fds()
         assert await asyncio.wait_for(video.wait_frames(frames + 20), 20)
         assert video.video.invalid == 0 and video.video.regressions == 0
-        assert h.router.stats()["ingress_parks"] == 1
+        assert h.router.stats()["ingress_parks"] == 2  # the publisher's, the subscriber's
 
 
 async def test_parking_off_keeps_an_idle_publisher_on_the_loop() -> None:
@@ -86,3 +88,29 @@ async def test_parking_off_keeps_an_idle_publisher_on_the_loop() -> None:
                                 and producer.last_sr[2] > cleared + 1.0, 15)
         assert h.router.stats()["ingress_parks"] == 0
         assert h.router.publishers["commune"].ingress._sock.fileno() in selector_fds()
+        assert h.router.subscribers["chair"].ingress._sock.fileno() in selector_fds()
+
+
+async def test_a_subscriber_is_parked_and_its_nacks_are_read_after_media(monkeypatch) -> None:
+    # The poller's own timer effectively never fires here: whatever the subscriber's RTCP
+    # achieves, it achieves through the reads after the publisher's batches.
+    monkeypatch.setattr(parking, "POLL_S", 3600.0)
+    async with harness(park_idle_after_s=2.0) as h:
+        _, tracks, _ = await h.publish("chair")
+        _, got = await h.subscribe("commune", [t.id for t in tracks], loss=0.05)
+        video = got["chair/camera"]
+        assert await asyncio.wait_for(video.wait_frames(30), 30)
+        sub = h.router.subscribers["commune"]
+        assert sub.ingress is not None and sub.ingress.parked
+        assert sub.ingress._sock.fileno() not in selector_fds()
+        # Its NACKs (5 % of the packets lost on the way in) were read and answered ...
+        assert await wait_until(lambda: h.router.stats()["retransmitted"] > 0, 20)
+        # ... and its receiver reports too (fraction lost and RTT come from them).
+        consumer = next(iter(sub.by_ssrc.values()))
+        assert await wait_until(lambda: consumer.rtt_s is not None, 10)
+        stats = h.router.stats()
+        assert stats["ingress_parked_reads"] > 0 and stats["ingress_parks"] == 1
+        assert parking.poller().wakeups == 0  # nothing was left for the timer
+        frames = video.video.frames
+        assert await asyncio.wait_for(video.wait_frames(frames + 30), 30)
+        assert video.video.invalid == 0

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sfu.adapters.parking import POLL_S, Poller, poller
+from sfu.adapters.parking import POLL_S, Poller, drain, poller
 
 
 class Reader:
@@ -144,3 +144,32 @@ async def test_a_failing_reader_is_dropped_and_the_others_still_read(pair) -> No
         broken_sock.close()
     finally:
         p.close()
+
+
+async def test_drain_reads_now_without_the_timer_and_never_reenters(pair) -> None:  # type: ignore[no-untyped-def]
+    rx, tx = pair
+    p = Poller(asyncio.get_running_loop())
+    try:
+        nested: list[bool] = []
+
+        class Nesting(Reader):
+            def read_parked(self) -> bool:  # a parked publisher's batch leads back to drain
+                nested.append(p.drain())
+                return super().read_parked()
+
+        reader = Nesting(rx)
+        assert p.drain() is False  # nothing parked: not even an epoll_wait
+        p.add(rx.fileno(), reader)
+        assert p.drain() is False and reader.got == []
+        tx.send(b"nack")
+        assert p.drain() is True
+        assert reader.got == [b"nack"] and nested == [False]
+        assert p.reads == 1 and p.wakeups == 0  # read after media, not by the timer
+    finally:
+        p.close()
+
+
+async def test_drain_of_a_loop_that_never_parked_creates_nothing() -> None:
+    loop = asyncio.get_running_loop()
+    drain()
+    assert Poller not in loop.__dict__.get("_hoinghi_services", {})

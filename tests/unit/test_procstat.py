@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -95,6 +96,17 @@ def test_vanished_processes(family: tuple[subprocess.Popen[str], int]) -> None:
     assert grandchild not in tree_pids(os.getpid())
 
 
+def wait_asleep(pid: int, timeout: float = 10.0) -> None:
+    """Until the process is blocked (state S in /proc/PID/stat), bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] == "S":
+                return
+        time.sleep(0.001)
+    raise TimeoutError(f"process {pid} never blocked")
+
+
 def test_wakeups_count_each_time_a_sleeping_process_is_woken() -> None:
     """A child that blocks on its stdin five times: each line we send wakes it once."""
     child = subprocess.Popen([sys.executable, "-c",
@@ -105,12 +117,15 @@ def test_wakeups_count_each_time_a_sleeping_process_is_woken() -> None:
         assert child.stdin is not None and child.stdout is not None
         child.stdin.write("go\n")
         child.stdin.flush()
-        assert child.stdout.readline().strip() == "ok"  # started, blocked on the next line
+        assert child.stdout.readline().strip() == "ok"
+        # A line written before the child blocks again would find it awake: wait for the sleep.
+        wait_asleep(child.pid)
         before = proc_wakeups(child.pid)
         for _ in range(4):
             child.stdin.write("go\n")
             child.stdin.flush()
             assert child.stdout.readline().strip() == "ok"
+            wait_asleep(child.pid)
         assert proc_wakeups(child.pid) - before >= 4
     finally:
         assert child.stdin is not None
