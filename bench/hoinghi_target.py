@@ -39,8 +39,8 @@ def hoinghi_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("hoinghi")
-    if found is None:
-        raise RuntimeError("the `hoinghi` command is not installed (pip install -e .)")
+    if found is None:  # not installed (the device machine runs from the tree): the module
+        return [sys.executable, "-m", "hoinghi_cli"]
     return [found]
 
 

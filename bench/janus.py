@@ -23,9 +23,13 @@ from bench.httpc import HttpError, request_json
 from bench.janus_api import JanusSession
 from bench.procs import Child, spawn
 
-JANUS_BIN = "janus"
-_LIBDIR_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus",
-                      "/usr/lib/janus", "/opt/janus/lib/janus")
+# HOINGHI_JANUS_ROOT: a relocatable copy (scripts/device-prep.sh packs one for the device
+# machine, which cannot install packages): bin/janus, janus/{plugins,transports}, lib/.
+_ROOT = os.environ.get("HOINGHI_JANUS_ROOT")
+JANUS_BIN = str(Path(_ROOT) / "bin" / "janus") if _ROOT else "janus"
+_LIBDIR_CANDIDATES = ((str(Path(_ROOT) / "janus"),) if _ROOT else ()) + (
+    "/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus",
+    "/opt/janus/lib/janus")
 
 _SHIM_C = r"""
 #define _GNU_SOURCE
@@ -164,6 +168,8 @@ class JanusServer:
         jcfg = write_config(folder, self.config, http_port, admin_port, self.admin_secret,
                             (base, base + 999))
         env = dict(os.environ, LD_PRELOAD=str(shim))
+        if _ROOT:  # the copy's own libraries, for the Janus child only
+            env["LD_LIBRARY_PATH"] = str(Path(_ROOT) / "lib")
         self.child = await spawn(
             f"janus[{self.config}]",
             [JANUS_BIN, "-F", str(folder), "-C", str(jcfg), "-o"],
