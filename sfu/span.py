@@ -22,6 +22,8 @@ import itertools
 import json
 import logging
 import time
+import weakref
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -148,6 +150,11 @@ class EdgeLink:
             await self.ws.close()
 
 
+# The conferences homed in this process, for placement: an edge's load is what all of them put
+# there. Weak: a closed room leaves by itself.
+_homes: weakref.WeakSet[SpanningRouter] = weakref.WeakSet()
+
+
 class SpanningRouter(Router):
     def __init__(self, room_id: str, config: SfuConfig, send_offer: SendOffer,
                  peers: Peers) -> None:
@@ -155,6 +162,7 @@ class SpanningRouter(Router):
         self.peers = peers
         self.links: dict[int, EdgeLink] = {}
         self.remote: dict[str, int] = {}  # subscriber -> edge worker serving its connection
+        _homes.add(self)
         self.mirror: dict[str, set[str]] = {}  # remote subscriber -> tracks it is sent
         self._track_no: dict[str, int] = {}
         self._by_no: dict[int, Producer] = {}
@@ -168,10 +176,12 @@ class SpanningRouter(Router):
     async def _place(self, pid: str) -> EdgeLink | None:
         urls = self.peers.urls()
         load = {i: 0 for i in urls}
-        for i in self.remote.values():
-            if i in load:
-                load[i] += 1
-        choice = place_subscriber(len(self.subscribers), self.peers.span_after, load)
+        for home in list(_homes):  # every conference homed in this process, not only this one
+            for i in home.remote.values():
+                if i in load:
+                    load[i] += 1
+        choice = place_subscriber(len(self.subscribers), self.peers.span_after, load,
+                                  zlib.crc32(self.room_id.encode()))
         if choice is None:
             return None
         try:
@@ -376,6 +386,7 @@ class SpanningRouter(Router):
                 "pipe_send_errors": self._pipe.send_errors if self._pipe else 0}
 
     async def close(self) -> None:
+        _homes.discard(self)
         await super().close()
         for link in list(self.links.values()):
             await link.close()

@@ -56,16 +56,22 @@ def parse_sr(payload: memoryview) -> tuple[int, int]:
     return ntp, rtp_ts
 
 
-def place_subscriber(local: int, span_after: int, edges: Mapping[int, int]) -> int | None:
+def place_subscriber(local: int, span_after: int, edges: Mapping[int, int],
+                     first: int = 0) -> int | None:
     """Where a new subscriber of a conference gets its connection.
 
     `local`: subscribers of this conference on its home worker; `edges`: worker index -> the
-    conference's subscribers there, for the workers that are up. The home keeps the first
-    `span_after` (no pipe at all for a conference that fits one worker); after that each new
-    one goes to the edge with the fewest, lowest index first on ties, so the pipes a
-    conference costs grow only as it needs them. None: keep it on the home (also when no
-    other worker is up, or spanning is off with span_after <= 0).
+    subscribers its home has placed there (all of its conferences), for the workers that are
+    up. The home keeps the first `span_after` (no pipe at all for a conference that fits one
+    worker); after that each new one goes to the edge with the fewest. Ties go to the first
+    edge at or after `first` in index order, cyclically: given a per-conference `first`,
+    conferences that spill at once start on different edges instead of all on the lowest.
+    None: keep it on the home (also when no other worker is up, or spanning is off with
+    span_after <= 0).
     """
     if span_after <= 0 or local < span_after or not edges:
         return None
-    return min(edges, key=lambda i: (edges[i], i))
+    order = sorted(edges)
+    start = first % len(order)
+    rank = {i: (pos - start) % len(order) for pos, i in enumerate(order)}
+    return min(order, key=lambda i: (edges[i], rank[i]))

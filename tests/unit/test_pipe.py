@@ -54,3 +54,23 @@ def test_past_span_after_the_least_loaded_edge_takes_it_lowest_index_on_ties() -
 def test_no_edge_or_spanning_off_keeps_it_home() -> None:
     assert place_subscriber(10_000, 400, {}) is None
     assert place_subscriber(10_000, 0, {1: 0}) is None
+
+
+def test_ties_start_at_the_conferences_own_first_edge_cyclically() -> None:
+    edges = {1: 0, 2: 0, 3: 0}
+    assert [place_subscriber(400, 400, edges, first) for first in range(4)] == [1, 2, 3, 1]
+    # Load decides first; the rotation only among the least loaded.
+    assert place_subscriber(400, 400, {1: 0, 2: 1, 3: 0}, first=1) == 3
+    assert place_subscriber(400, 400, {1: 2, 2: 2, 3: 1}, first=7) == 3
+
+
+def test_conferences_spilling_together_spread_over_the_edges() -> None:
+    # Three conferences homed on worker 0, all past span_after, each placing in turn with the
+    # process-wide load: every edge ends up with the same number, whatever the first edges.
+    load = {1: 0, 2: 0, 3: 0}
+    for _ in range(4):
+        for first in (5, 5, 9):  # two conferences share a first edge
+            choice = place_subscriber(400, 400, load, first)
+            assert choice is not None
+            load[choice] += 1
+    assert sorted(load.values()) == [4, 4, 4]
