@@ -380,9 +380,12 @@ class DirectIngress:
         return self
 
     def _readable(self) -> None:
+        self.wakeups += 1  # the loop woke for this socket (read_parked is not counted)
+        self._read()
+
+    def _read(self) -> None:
         recvfrom = self._sock.recvfrom
         rx = self._rx
-        self.wakeups += 1
         batch: list[bytes] = []
         n = 0
         while n < self.MAX_BATCH:
@@ -478,7 +481,7 @@ class DirectIngress:
         if self._transport.is_closing():
             self.parked = False
             return False
-        self._readable()
+        self._read()
         return True
 
     def _tap_rtcp(self, data: bytes) -> None:

@@ -111,6 +111,7 @@ async def test_a_subscriber_is_parked_and_its_nacks_are_read_after_media(monkeyp
         stats = h.router.stats()
         assert stats["ingress_parked_reads"] > 0 and stats["ingress_parks"] == 1
         assert parking.poller().wakeups == 0  # nothing was left for the timer
+        assert sub.ingress.wakeups == 0 and sub.ingress.datagrams > 0  # never woke the loop
         frames = video.video.frames
         assert await asyncio.wait_for(video.wait_frames(frames + 30), 30)
         assert video.video.invalid == 0
