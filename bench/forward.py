@@ -65,8 +65,13 @@ def _ingress(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
     wakeups, batches = d("wakeups"), d("rtp_batches")
     if not wakeups:
         return {}
+    dt = s1["t"] - s0["t"]
+    gso = c1.get("hoinghi_router_fanout_gso_packets", 0.0) - c0.get(
+        "hoinghi_router_fanout_gso_packets", 0.0)
     return {"ingress_datagrams_per_wakeup": round(d("datagrams") / wakeups, 2),
-            "ingress_rtp_per_batch": round(d("rtp_packets") / batches, 2) if batches else None}
+            "ingress_rtp_per_batch": round(d("rtp_packets") / batches, 2) if batches else None,
+            # Packets per second that left in UDP GSO messages (sfu/fastpath/fanout.c).
+            "fanout_gso_pps": round(gso / dt, 1) if dt > 0 else None}
 
 
 def server_cpu(server: Server) -> ProcCpu:

@@ -28,6 +28,7 @@ from sfu.adapters.consent import consent_checks
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.speaker import SpeakerDetector
+from sfu.fastpath import gso_counters
 from sfu.producer import Producer
 from sfu.reports import send_reports
 from sfu.timers import RoomTimers
@@ -438,6 +439,7 @@ class Router:
             "nack_recovered": sum(p.nack.recovered for p in producers if p.nack is not None),
             "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
             "tap_errors": tap.TapDtlsTransport.tap_errors,
+            **gso_counters(),  # process-wide
             # Connections whose socket the SFU reads itself (tap.DirectIngress), and what it read.
             "ingress_direct": len(ingress),
             "ingress_datagrams": sum(i.datagrams for i in ingress),

@@ -5,9 +5,11 @@ header-extension layout: build the tail (extension block + payload) once, then f
 write its 12-byte header, SRTP-protect, sendto. `FastGroup.send` is that inner loop:
 
 - C path (`sfu.fastpath._fanout`, built by cffi at install, see setup.py): one call per packet
-  and group. It calls pylibsrtp's own `srtp_protect` through a function pointer (pylibsrtp links
-  libsrtp statically; the contexts aiortc made live there) and sendto()s with MSG_DONTWAIT on a
-  dup of each connection's UDP socket. A full socket buffer or any send error drops that one
+  and group, or per batch (`send_batch`: each consumer's packets in one sendmmsg, runs of
+  equal-sized ones as one UDP GSO message where the kernel and path take it). It calls
+  pylibsrtp's own `srtp_protect` through a function pointer (pylibsrtp links libsrtp
+  statically; the contexts aiortc made live there) and sends with MSG_DONTWAIT on a dup of
+  each connection's UDP socket. A full socket buffer or any send error drops that one
   packet and is counted (`errors`), never raised.
 - Python path: the loop `Producer._fanout` has always run, kept as the fallback and selected by
   the same tests. Used when the module was not built, when `HOINGHI_FASTPATH=0`, and inside a C
@@ -69,6 +71,9 @@ if COMPILED and _protect_is_libsrtp2():
     _ffi, _lib = _fanout.ffi, _fanout.lib
     _fp_send = _lib.fp_send
     _fp_send_batch = _lib.fp_send_batch
+    # UDP GSO for a subscriber's runs of equal-sized packets (fanout.c); HOINGHI_GSO=0: off.
+    _lib.fp_set_gso(0 if os.environ.get("HOINGHI_GSO", "1").strip() == "0" else 1)
+    _GSO_OUT = _ffi.new("uint64_t[3]")
     _PROTECT: int = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
     MAX_PACKET: int = _lib.fp_max_packet()
     MAX_BATCH: int = _lib.fp_max_batch()
@@ -80,11 +85,24 @@ else:
     _PROTECT = 0
     MAX_PACKET = 2048 - 144  # same bound as fanout.c: the buffer less libsrtp's max trailer
     MAX_BATCH = 32
-    _PKTS = _PKTS_VIEW = None
+    _PKTS = _PKTS_VIEW = _GSO_OUT = None
 _pack_pkt = struct.Struct("=IIBBHI").pack_into  # fp_pkt: off, len, b0, mark, seq, ts
 
 Batch = list[tuple[bytes, int, int, int, int]]
 """Packets for one group, in order: (tail, b0, mark, seq, ts) each, as `send` takes them."""
+
+
+def gso_counters() -> dict[str, int]:
+    """Process-wide: GSO messages the C path sent, the packets they carried, and the paths
+    that refused GSO (sent plain from then on). Zeros when GSO is off or the C path is not
+    built."""
+    if _lib is None:
+        return dict.fromkeys(_GSO_KEYS, 0)
+    _lib.fp_gso_stats(_GSO_OUT)
+    return {key: int(_GSO_OUT[i]) for i, key in enumerate(_GSO_KEYS)}
+
+
+_GSO_KEYS = ("fanout_gso_messages", "fanout_gso_packets", "fanout_gso_refused")
 
 
 def reason() -> str:

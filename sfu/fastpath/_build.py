@@ -58,6 +58,8 @@ int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char *blob,
                   uintptr_t protect_addr);
 int fp_max_batch(void);
 int fp_max_packet(void);
+void fp_set_gso(int on);
+int fp_gso_stats(uint64_t *out);
 """
 
 

@@ -24,6 +24,21 @@
 #include <netinet/in.h>
 #include <sys/uio.h>
 
+/* UDP GSO (Linux 4.18+): one sendmsg carries a run of equal-sized datagrams (the last may be
+ * shorter) that the kernel splits, paying its per-packet route, IP and loopback-delivery work
+ * once per run. A video frame's packets to one subscriber are such a run. */
+#if defined(__linux__)
+#define FP_HAVE_GSO 1
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#else
+#define FP_HAVE_GSO 0
+#endif
+
 #define FP_BUF_SIZE 2048
 /* libsrtp 2 may append up to SRTP_MAX_TRAILER_LEN bytes: a 16-byte tag + a 128-byte MKI. */
 #define FP_MAX_TRAILER 144
@@ -52,6 +67,7 @@ typedef struct {
     uint8_t ip_len;
     uint16_t port;
     uint32_t scope_id;
+    uint8_t no_gso;        /* its path refused a GSO send once: plain datagrams from then on */
     union {
         struct sockaddr sa;
         struct sockaddr_in v4;
@@ -200,9 +216,88 @@ _Static_assert(sizeof(fp_pkt) == 16, "fp_pkt must match struct '=IIBBHI' in Pyth
 
 #define FP_MAX_BATCH 32
 
+static int fp_gso_enabled = FP_HAVE_GSO;
+static uint64_t fp_gso_msgs, fp_gso_pkts; /* GSO sends the kernel took, and their datagrams */
+static uint64_t fp_gso_refusals;          /* paths that refused one (then sent plain) */
+
+/* Off (0) or on (1, where the platform has it): HOINGHI_GSO=0 turns it off for A/B runs. */
+static void fp_set_gso(int on)
+{
+    fp_gso_enabled = on && FP_HAVE_GSO;
+}
+
+/* out[0]: GSO messages sent, out[1]: datagrams they carried, out[2]: paths that refused GSO;
+ * returns whether GSO is on. */
+static int fp_gso_stats(uint64_t *out)
+{
+    out[0] = fp_gso_msgs;
+    out[1] = fp_gso_pkts;
+    out[2] = fp_gso_refusals;
+    return fp_gso_enabled;
+}
+
+typedef union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} fp_cmsg;
+
+/* Messages for the protected datagrams iov[from..cnt): with gso, each run of equal-sized ones
+ * (a shorter one may end a run) is one message with a UDP_SEGMENT of that size; without, one
+ * message per datagram. first[m]: index of message m's first datagram (first[count] = cnt). */
+static int fp_messages(const fp_entry *c, struct iovec *iov, int from, int cnt, int gso,
+                       struct mmsghdr *msgs, fp_cmsg *ctrl, int *first)
+{
+    int m = 0;
+
+    for (int j = from; j < cnt; m++) {
+        struct msghdr *h = &msgs[m].msg_hdr;
+        size_t seg = iov[j].iov_len;
+        int run = 1;
+
+        while (gso && j + run < cnt && iov[j + run].iov_len <= seg) {
+            run++;
+            if (iov[j + run - 1].iov_len < seg)
+                break; /* a shorter datagram can only be a run's last */
+        }
+        memset(&msgs[m], 0, sizeof msgs[m]);
+        h->msg_name = (void *)&c->addr.sa;
+        h->msg_namelen = (socklen_t)c->addrlen;
+        h->msg_iov = &iov[j];
+        h->msg_iovlen = (size_t)run;
+#if FP_HAVE_GSO
+        if (run > 1) {
+            uint16_t size = (uint16_t)seg;
+            struct cmsghdr *cm;
+
+            h->msg_control = ctrl[m].buf;
+            h->msg_controllen = sizeof ctrl[m].buf;
+            cm = CMSG_FIRSTHDR(h);
+            cm->cmsg_level = SOL_UDP;
+            cm->cmsg_type = UDP_SEGMENT;
+            cm->cmsg_len = CMSG_LEN(sizeof size);
+            memcpy(CMSG_DATA(cm), &size, sizeof size);
+        }
+#else
+        (void)ctrl;
+#endif
+        first[m] = j;
+        j += run;
+    }
+    first[m] = cnt;
+    return m;
+}
+
+/* A GSO send refused by the path (no checksum offload, an MTU below the segment, an old
+ * kernel): the datagrams themselves are fine, sent one by one they go. */
+static int fp_gso_refused(int err)
+{
+    return err == EIO || err == EINVAL || err == EOPNOTSUPP || err == ENOPROTOOPT;
+}
+
 /* Sends k packets to every entry: per entry, all k are rewritten and protected first, then
- * handed to the kernel with one sendmmsg(), so a receiver is woken once per batch, not once
- * per packet. Returns how many packets were handed to the kernel in all. */
+ * handed to the kernel with one sendmmsg() (runs of equal size as GSO messages), so a
+ * receiver is woken once per batch, not once per packet. Returns how many packets were
+ * handed to the kernel in all. */
 static int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char *blob,
                          uintptr_t protect_addr)
 {
@@ -210,13 +305,15 @@ static int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char
     static unsigned char bufs[FP_MAX_BATCH][FP_BUF_SIZE]; /* one event loop per process */
     struct mmsghdr msgs[FP_MAX_BATCH];
     struct iovec iov[FP_MAX_BATCH];
+    fp_cmsg ctrl[FP_MAX_BATCH];
+    int first[FP_MAX_BATCH + 1];
     int sent = 0;
 
     if (k > FP_MAX_BATCH)
         k = FP_MAX_BATCH;
     for (int i = 0; i < n; i++) {
         fp_entry *c = &e[i];
-        int cnt = 0, off = 0;
+        int cnt = 0, off = 0, nmsg, gso;
 
         if (c->addrlen == 0) {
             c->errors += (uint64_t)k;
@@ -257,26 +354,41 @@ static int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char
             }
             iov[cnt].iov_base = buf;
             iov[cnt].iov_len = (size_t)l;
-            memset(&msgs[cnt], 0, sizeof msgs[cnt]);
-            msgs[cnt].msg_hdr.msg_name = &c->addr.sa;
-            msgs[cnt].msg_hdr.msg_namelen = (socklen_t)c->addrlen;
-            msgs[cnt].msg_hdr.msg_iov = &iov[cnt];
-            msgs[cnt].msg_hdr.msg_iovlen = 1;
             cnt++;
         }
-        while (off < cnt) {
-            int r = fp_sendmmsg(c->fd, msgs + off, cnt - off);
+        gso = fp_gso_enabled && !c->no_gso;
+        nmsg = fp_messages(c, iov, 0, cnt, gso, msgs, ctrl, first);
+        while (off < nmsg) {
+            int r = fp_sendmmsg(c->fd, msgs + off, nmsg - off);
             if (r <= 0) {
-                if (r < 0 && errno == EINTR)
+                int err = errno;
+                if (r < 0 && err == EINTR)
                     continue;
-                /* A full buffer or any error drops the rest, as in fp_send. */
-                c->errors += (uint64_t)(cnt - off);
-                c->last_errno = errno;
+                if (r < 0 && gso && msgs[off].msg_hdr.msg_iovlen > 1 && fp_gso_refused(err)) {
+                    /* Not for this path: the rest again, one message per datagram. */
+                    int done = first[off];
+                    c->no_gso = 1;
+                    fp_gso_refusals++;
+                    gso = 0;
+                    nmsg = fp_messages(c, iov, done, cnt, 0, msgs, ctrl, first);
+                    off = 0;
+                    continue;
+                }
+                /* A full buffer or any other error drops the rest, as in fp_send. */
+                c->errors += (uint64_t)(cnt - first[off]);
+                c->last_errno = err;
                 break;
+            }
+            for (int m = off; m < off + r; m++) {
+                int run = first[m + 1] - first[m];
+                sent += run;
+                if (run > 1) {
+                    fp_gso_msgs++;
+                    fp_gso_pkts += (uint64_t)run;
+                }
             }
             off += r;
         }
-        sent += off;
     }
     return sent;
 }
