@@ -320,10 +320,11 @@ def _marginals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     keys = sorted({(r["system"], r["config"]) for r in results if r.get("kind") == "run"})
     for system, config in keys:
-        pts = [(r["fwd_pps"], r["server_cpu_cores"]) for r in results
-               if r.get("kind") == "run" and r["system"] == system and r["config"] == config]
-        if len({x for x, _ in pts}) < 2:
-            continue
+        runs = [r for r in results
+                if r.get("kind") == "run" and r["system"] == system and r["config"] == config]
+        if len({r["subscribers"] for r in runs}) < 2:
+            continue  # one size only (repeats differ in pps by noise): no slope to speak of
+        pts = [(r["fwd_pps"], r["server_cpu_cores"]) for r in runs]
         from bench.forward import fit_line
 
         slope, fixed = fit_line(pts)
