@@ -8,12 +8,12 @@ forwards one packet to N subscribers:
   srtp_protect into a preallocated buffer (what a careful forwarder does),
 - the RTP header rewrite (seq/ts/ssrc) into a reused buffer,
 - those three together, per output packet,
-- hoinghi's own per-packet function when sfu/core/forward.py provides one (see forward_case).
+- hoinghi's own fan-out, `Producer._fanout` on its C and Python paths (bench/micro_fanout.py).
 """
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import json
 import os
 import socket
@@ -218,26 +218,20 @@ def pipeline_case(n: int, subscribers: int = 10) -> dict[str, Any]:
     return res
 
 
-def forward_case(n: int) -> dict[str, Any]:
-    """HOOK: hoinghi's real per-packet rewrite, from sfu/core/forward.py, once it exists.
+def forward_case(n: int) -> list[dict[str, Any]]:
+    """hoinghi's own fan-out, `Producer._fanout` to 10 consumers: C one packet a call, C a
+    frame's batch with and without GSO, Python (bench/micro_fanout.py, which runs more sizes
+    and rounds on its own)."""
+    from bench.micro_fanout import bench
 
-    Contract the module can meet for this to pick it up (no guessing at other names):
-    `sfu.core.forward.micro_case(packets: list[bytes]) -> tuple[Callable[[int], None], int]`
-    returning a loop like the ones above (loop(k) forwards k input packets) and the number of
-    output packets per input packet. Until then the case reports why it did not run.
-    """
-    try:
-        mod = importlib.import_module("sfu.core.forward")
-    except ImportError:
-        return {"kind": "micro", "case": "hoinghi forward (sfu.core.forward)",
-                "skipped": "sfu/core/forward.py does not exist yet"}
-    make = getattr(mod, "micro_case", None)
-    if make is None:
-        return {"kind": "micro", "case": "hoinghi forward (sfu.core.forward)",
-                "skipped": "sfu.core.forward has no micro_case(); see bench/micro.py"}
-    loop, per = make([make_rtp(i, 1200) for i in range(4096)])
-    return measure("hoinghi forward (sfu.core.forward.micro_case)", loop,
-                   max(1, n // per), per=per)
+    out = []
+    for line in asyncio.run(bench(10, rounds=3, sends=n)):
+        us = line["us_per_pkt"]
+        out.append({"kind": "micro", "case": f"hoinghi Producer._fanout to 10 consumers, "
+                    f"{line['case']} (median of {line['rounds']})",
+                    "packets": line["forwarded_per_round"], "us_per_pkt": us,
+                    "wall_us_per_pkt": None, "pkts_per_cpu_s": round(1e6 / us) if us else None})
+    return out
 
 
 def run_micro(out_dir: Path, quick: bool = False) -> int:
@@ -283,6 +277,7 @@ def _table(results: list[dict[str, Any]]) -> None:
         if "skipped" in r:
             table.add_row(r["case"], "skipped: " + r["skipped"], "", "")
         else:
-            table.add_row(r["case"], f"{r['us_per_pkt']:.3f}", f"{r['wall_us_per_pkt']:.3f}",
-                          f"{r['pkts_per_cpu_s']:,}")
+            wall = r["wall_us_per_pkt"]
+            table.add_row(r["case"], f"{r['us_per_pkt']:.3f}",
+                          "" if wall is None else f"{wall:.3f}", f"{r['pkts_per_cpu_s']:,}")
     Console(stderr=True).print(table)

@@ -10,7 +10,10 @@ receiving socket that nobody reads: the kernel drops at its full queue, after do
 work that a real send does (loopback delivery is charged to the sender).
 
 Cases, per N: `Producer._fanout` itself (the production loop), its groups' sends forced to
-- `c-fanout`: the compiled helper (what production runs when it is built);
+- `c-fanout`: the compiled helper (what production runs when it is built), one packet a call
+  (audio, or a video packet that arrived alone);
+- `c-fanout-frame4`, `-nogso`: the same for a frame's 4 equal-sized packets read in one
+  wake-up, queued and flushed as one batch (one sendmmsg per consumer, with and without UDP GSO);
 - `python-fanout`: FastGroup's Python path (the fallback, `HOINGHI_FASTPATH=0`).
 
 The cases are interleaved round by round and the median is reported, because the machines this
@@ -52,6 +55,8 @@ from sfu.router import TrackInfo
 # Every sequence number once, walked in order across all cases and rounds: libsrtp refuses a
 # sender index that goes back further than its window (a wrap is a normal rollover).
 RING = 65536
+FRAME = 4  # packets per batch in the frame cases (a 320x240 VP8 frame at 1 Mbit/s: ~4)
+VP8_KEY = b"\x10\x50\x02\x00\x9d\x01\x2a" + bytes(1100)  # descriptor S=1, then P=0: a keyframe
 
 
 def _session(rng: random.Random) -> Session:
@@ -94,6 +99,26 @@ def _fanout_with(producer: Producer, native: bool) -> Callable[[bytes, RtpHeader
     return fanout
 
 
+def _framed(producer: Producer, native: bool, gso: bool
+            ) -> Callable[[bytes, RtpHeader, float], None]:
+    """A video frame's packets read in one wake-up: `FRAME` equal-sized packets through
+    `_fanout` while batching, then `flush` (one sendmmsg per consumer, one GSO message when
+    `gso`), as `PublisherConnection.on_rtp_batch` does."""
+    single = _fanout_with(producer, native)
+    count = [0]
+
+    def fanout(data: bytes, h: RtpHeader, now: float) -> None:
+        fastpath.set_gso(gso)
+        producer.batching = True
+        single(data, h, now)
+        count[0] += 1
+        if count[0] % FRAME == 0:
+            producer.batching = False
+            producer.flush()
+
+    return fanout
+
+
 def _run(fanout: Callable[[bytes, RtpHeader, float], None], ring: list[tuple[bytes, RtpHeader]],
          packets: int, at: list[int]) -> float:
     start = at[0]
@@ -122,14 +147,22 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
         h = RtpHeader()
         assert parse_into(h, data)
         ring.append((data, h))
-    assert len(producer.groups) == 1 and len(producer.groups[0][1]) == n
+    # New consumers wait for a keyframe (Producer.resuming): one admits them all, as live.
+    key = ring[0][0][:ring[0][1].payload_off] + VP8_KEY
+    h = RtpHeader()
+    assert parse_into(h, key)
+    producer.on_rtp(key, h, 1e9 - 1)
+    if len(producer.groups) != 1 or len(producer.groups[0][1]) != n:
+        raise RuntimeError(f"consumers not admitted: groups {producer.groups}")
 
     cases: dict[str, Callable[[bytes, RtpHeader, float], None]] = {
         "python-fanout": _fanout_with(producer, native=False),
     }
     if fastpath.COMPILED:
         cases["c-fanout"] = _fanout_with(producer, native=True)
-    packets = max(200, sends // n)
+        cases[f"c-fanout-frame{FRAME}"] = _framed(producer, native=True, gso=True)
+        cases[f"c-fanout-frame{FRAME}-nogso"] = _framed(producer, native=True, gso=False)
+    packets = max(200, sends // n) // FRAME * FRAME  # whole frames: nothing left queued
     times: dict[str, list[float]] = {name: [] for name in cases}
     at = [0]
     for fn in cases.values():  # warm-up: caches, branch predictors, socket buffers
@@ -141,6 +174,7 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
             if producer.forwarded - before != packets * n:
                 raise RuntimeError(f"{name}: {producer.forwarded - before} of {packets * n} sent")
             times[name].append(cpu / (packets * n) * 1e6)
+    fastpath.set_gso(fastpath.GSO_DEFAULT)
     for t in transports:
         t.close()
     sink.close()

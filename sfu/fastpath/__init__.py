@@ -67,12 +67,15 @@ DISABLED: bool = os.environ.get("HOINGHI_FASTPATH", "1").strip() == "0"
 AVAILABLE: bool = COMPILED and _protect_is_libsrtp2() and not DISABLED
 """New groups use the C path by default."""
 
+GSO_DEFAULT: bool = os.environ.get("HOINGHI_GSO", "1").strip() != "0"
+"""UDP GSO for runs of equal-sized packets (fanout.c) unless HOINGHI_GSO=0."""
+
 if COMPILED and _protect_is_libsrtp2():
     _ffi, _lib = _fanout.ffi, _fanout.lib
     _fp_send = _lib.fp_send
     _fp_send_batch = _lib.fp_send_batch
     # UDP GSO for a subscriber's runs of equal-sized packets (fanout.c); HOINGHI_GSO=0: off.
-    _lib.fp_set_gso(0 if os.environ.get("HOINGHI_GSO", "1").strip() == "0" else 1)
+    _lib.fp_set_gso(int(GSO_DEFAULT))
     _GSO_OUT = _ffi.new("uint64_t[3]")
     _PROTECT: int = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
     MAX_PACKET: int = _lib.fp_max_packet()
@@ -90,6 +93,20 @@ _pack_pkt = struct.Struct("=IIBBHI").pack_into  # fp_pkt: off, len, b0, mark, se
 
 Batch = list[tuple[bytes, int, int, int, int]]
 """Packets for one group, in order: (tail, b0, mark, seq, ts) each, as `send` takes them."""
+
+
+def set_gso(on: bool) -> bool:
+    """Process-wide GSO switch (benchmarks' A/B); returns whether GSO is on now (never where
+    the C path is not built or the kernel headers lacked UDP_SEGMENT)."""
+    if _lib is None:
+        return False
+    _lib.fp_set_gso(int(on))
+    return gso_enabled()
+
+
+def gso_enabled() -> bool:
+    """Whether the C path sends runs as GSO messages now."""
+    return _lib is not None and bool(_lib.fp_gso_stats(_GSO_OUT))
 
 
 def gso_counters() -> dict[str, int]:

@@ -1,0 +1,39 @@
+"""bench/micro_fanout.py runs the production fan-out (it rotted once unnoticed: new consumers
+now wait for a keyframe, and the benchmark forwarded to nobody). Small sizes, real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.micro_fanout import FRAME, bench
+from sfu import fastpath
+
+
+async def test_every_case_forwards_to_every_consumer() -> None:
+    before, gso_before = fastpath.gso_counters(), fastpath.gso_enabled()
+    # bench() raises when a round forwarded fewer packets than packets x consumers.
+    lines = await bench(3, rounds=1, sends=240)
+    cases = {line["case"]: line for line in lines}
+    expected = {"python-fanout"}
+    if fastpath.COMPILED:
+        expected |= {"c-fanout", f"c-fanout-frame{FRAME}", f"c-fanout-frame{FRAME}-nogso"}
+    assert set(cases) == expected
+    for line in lines:
+        assert line["forwarded_per_round"] == line["packets"] * 3
+        assert line["packets"] % FRAME == 0 and line["us_per_pkt"] > 0
+    assert fastpath.gso_enabled() == gso_before  # the A/B switched it back
+    if gso_before:  # the GSO frame case went out as GSO messages (its warm-up too)
+        sent = fastpath.gso_counters()["fanout_gso_packets"] - before["fanout_gso_packets"]
+        assert sent >= cases[f"c-fanout-frame{FRAME}"]["forwarded_per_round"]
+
+
+def test_set_gso_switches_and_reports() -> None:
+    if not fastpath.COMPILED:
+        assert fastpath.set_gso(True) is False and not fastpath.gso_enabled()
+        pytest.skip(fastpath.reason())
+    try:
+        assert fastpath.set_gso(False) is False and not fastpath.gso_enabled()
+        on = fastpath.set_gso(True)  # False only where the headers lacked UDP_SEGMENT
+        assert on == fastpath.gso_enabled()
+    finally:
+        fastpath.set_gso(fastpath.GSO_DEFAULT)
