@@ -83,8 +83,9 @@ class SpeakerConfig:
 class SpeakerDetector:
     """Per packet `add_level`; every 100-300 ms `tick`; `ranking` for Last-N."""
 
-    __slots__ = ("_bucket_low", "_bucket_sec", "_dominant", "_floor", "_ids", "_joined",
-                 "_last_speech", "_level", "_newest", "_rows", "_seq", "_stamp", "_used", "config")
+    __slots__ = ("_bucket_low", "_bucket_sec", "_dominant", "_floor", "_fresh_until", "_ids",
+                 "_joined", "_last_speech", "_level", "_newest", "_rows", "_seq", "_stamp", "_used",
+                 "config")
 
     def __init__(self, now: float, config: SpeakerConfig | None = None) -> None:
         self.config = config or SpeakerConfig()
@@ -102,6 +103,7 @@ class SpeakerDetector:
         self._last_speech = np.full(cap, -np.inf)  # last tick with sustained speech
         self._joined = np.zeros(cap, np.int64)  # arrival order: ranking ties, stable
         self._used = np.zeros(cap, bool)  # rows that hold a participant
+        self._fresh_until = 0.0  # a newcomer's first second: the floor is updated every tick
 
     @property
     def dominant(self) -> str | None:
@@ -116,6 +118,7 @@ class SpeakerDetector:
         row = self._rows.get(participant_id)
         if row is None:
             row = self._add(participant_id)
+            self._fresh_until = max(self._fresh_until, now + 1.0)  # see _update_floor
         frame = _frame(now)
         if frame > self._newest:
             self._newest = frame
@@ -182,18 +185,20 @@ class SpeakerDetector:
         sub = np.where(x >= gate[:, None], x // SUBUNIT, 0)
         blocks = (sub > MEDIUM_THRESHOLD).reshape(n, N3, N2).sum(axis=2)  # block 0 is newest
         longs = (blocks > LONG_THRESHOLD).sum(axis=1)
-        imm = IMMEDIATE_SCORE[sub[:, 0]]
-        med = MEDIUM_SCORE[blocks[:, 0]]
-        lng = LONG_SCORE[longs]
-
         sustained = self._used[:n] & (longs >= cfg.min_long_blocks)
         self._last_speech[:n][sustained] = now
         d = self._dominant
+        if d is not None:
+            sustained[d] = False  # the dominant does not challenge itself
+        if not sustained.any():  # no challenger possible: the usual tick ends here, cheaply
+            return None
+
+        imm = IMMEDIATE_SCORE[sub[:, 0]]
+        med = MEDIUM_SCORE[blocks[:, 0]]
+        lng = LONG_SCORE[longs]
         base = (MIN_SCORE, MIN_SCORE, MIN_SCORE) if d is None else (imm[d], med[d], lng[d])
         c1, c2, c3 = np.log(imm / base[0]), np.log(med / base[1]), np.log(lng / base[2])
         challengers = sustained & (c1 > C1) & (c2 > C2) & (c3 > C3)
-        if d is not None:
-            challengers[d] = False
         if not challengers.any():
             return None
         # Several challengers compete on the medium window, as in the paper.
@@ -201,21 +206,27 @@ class SpeakerDetector:
         return self._ids[self._dominant]
 
     def _update_floor(self, level: np.ndarray, got: np.ndarray, now: float) -> None:
+        # Once a second (the sort made it most of a tick's cost when it ran every tick): the
+        # floor follows the room over `floor_window_s` seconds anyway. Every tick while a
+        # newcomer is in its first second, so that its noise is learnt as noise at once.
         cfg = self.config
+        sec = math.floor(now)
+        col = sec % BUCKETS
+        new_second = self._bucket_sec[col] != sec
+        if not new_second and now >= self._fresh_until:
+            return
         heard = got & (level > 0)
         count = heard.sum(axis=1)
         # The percentile over heard frames only: sort with the unheard ones pushed to the end.
         ranked = np.sort(np.where(heard, level, 1 << 14), axis=1)
         k = np.clip((count * cfg.floor_percentile / 100.0).astype(np.int64), 0, WINDOW - 1)
         low = np.where(count > 0, np.take_along_axis(ranked, k[:, None], 1)[:, 0], np.inf)
-        sec = math.floor(now)
-        col = sec % BUCKETS
         n = level.shape[0]
-        if self._bucket_sec[col] != sec:
+        if new_second:
             self._bucket_sec[col] = sec
             self._bucket_low[:, col] = np.inf
-        # The latest window of each second, not the lowest: the minimum of ten overlapping
-        # windows per second would sink to the noise's deepest dips again.
+        # The latest window of each second it ran in, not the lowest: the minimum of ten
+        # overlapping windows per second would sink to the noise's deepest dips again.
         self._bucket_low[:n, col] = np.where(count > 0, low, self._bucket_low[:n, col])
         recent = self._bucket_sec > sec - cfg.floor_window_s
         floor = self._bucket_low[:n, recent].min(axis=1)
