@@ -248,6 +248,10 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         "source_frames_bad": bad["source_total"],
         "frames_bad_why": {k: sum(f.get("frames_bad_why", {}).get(k, 0) for f in sub_finals)
                            for k in ("number", "bar", "order", "start")},
+        # Of all bad pictures (transit or source), those whose every RTP packet reached the
+        # decoding subscriber: damaged in its own receive path (jitter buffer, decoder) or at
+        # the source, not in transit.
+        "frames_bad_complete": sum(f.get("frames_bad_complete", 0) for f in sub_finals),
         "pub_unreadable_frames": pub_final.get("unreadable_frames", 0),
         "bench_cpu_cores": round((s1["children_cpu"] - s0["children_cpu"]) / dt, 3),
         # CPU used by processes that are not part of this run: a shared machine's noise.

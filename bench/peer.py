@@ -188,6 +188,10 @@ class RtpCounter:
         self.arrivals: dict[int, tuple[float | None, float]] | None = None
         self.kernel_times: dict[tuple[int, int], float] = {}
         self.video_pts: set[int] = set()
+        self.rtx_pts: set[int] = set()
+        # RTP timestamp -> (sequence numbers that arrived, the marker packet's), decoders only:
+        # whether a damaged picture had all its packets (`frame_complete`).
+        self.frames: dict[int, tuple[set[int], list[int]]] | None = None
 
     def handler(self, decode: bool) -> Callable[[RtpHandler], RtpHandler]:
         """A hook factory for hook_rtp. decode=False: count only, aiortc never sees the packet."""
@@ -212,12 +216,53 @@ class RtpCounter:
                         # Bounded: only the last seconds matter to a decoder that keeps up.
                         for k in list(arrivals)[:1000]:
                             del arrivals[k]
+                    self._frame_packet(ts, seq, mpt & 0x80)
+                elif arrivals is not None and (mpt & 0x7F) in self.rtx_pts:
+                    osn = rtx_original_seq(data)  # RFC 4588: same timestamp and marker
+                    if osn is not None:
+                        self._frame_packet(ts, osn, mpt & 0x80)
                 if forward is not None:
                     await forward(data, arrival_time_ms)
 
             return on_rtp
 
         return make
+
+    def _frame_packet(self, ts: int, seq: int, marker: int) -> None:
+        frames = self.frames
+        if frames is None:
+            return
+        f = frames.get(ts)
+        if f is None:
+            f = frames[ts] = (set(), [])
+            if len(frames) > 2000:
+                for k in list(frames)[:1000]:
+                    del frames[k]
+        f[0].add(seq)
+        if marker and not f[1]:
+            f[1].append(seq)
+
+    def frame_complete(self, ts: int) -> bool | None:
+        """Did every packet of the frame with this RTP timestamp arrive? From the previous
+        frame's marker packet to this one's, every sequence number (RTX counted by its
+        original). None when unknown: no earlier frame on record, or either marker missing
+        with nothing to tell where the frame ends."""
+        frames = self.frames
+        f = frames.get(ts) if frames is not None else None
+        if f is None:
+            return False  # not one packet of it
+        seqs, marker = f
+        if not marker:
+            return False  # its last packet never came
+        before = [(t, g) for t, g in frames.items()  # type: ignore[union-attr]
+                  if 0 < (ts - t) & 0xFFFFFFFF < 0x80000000 and g[1]]
+        if not before:
+            return None
+        # The latest frame before this one that has its marker: its successor starts here.
+        _, (_, prev_marker) = min(before, key=lambda item: (ts - item[0]) & 0xFFFFFFFF)
+        start, end = (prev_marker[0] + 1) & 0xFFFF, marker[0]
+        span = ((end - start) & 0xFFFF) + 1
+        return span < 0x8000 and all((start + i) & 0xFFFF in seqs for i in range(span))
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -250,8 +295,33 @@ async def send_receiver_reports(pc: RTCPeerConnection, counter: RtpCounter) -> N
         await asyncio.sleep(0.1)
 
 
+def rtx_original_seq(data: bytes) -> int | None:
+    """The original sequence number an RTX packet carries (RFC 4588: the payload's first two
+    bytes, after the CSRCs and the header extension)."""
+    if len(data) < 12:
+        return None
+    off = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:
+        if len(data) < off + 4:
+            return None
+        off += 4 + 4 * int.from_bytes(data[off + 2:off + 4], "big")
+    if len(data) < off + 2:
+        return None
+    return int.from_bytes(data[off:off + 2], "big")
+
+
+def rtx_payload_types(sdp: str) -> set[int]:
+    """Payload types of the video m-lines' RTX (RFC 4588)."""
+    return _video_payload_types(sdp)[1]
+
+
 def video_payload_types(sdp: str) -> set[int]:
     """Payload types of the video m-lines (media, not RTX: RTX never reaches a decoder)."""
+    media, rtx = _video_payload_types(sdp)
+    return media - rtx
+
+
+def _video_payload_types(sdp: str) -> tuple[set[int], set[int]]:
     pts: set[int] = set()
     kind = None
     rtx: set[int] = set()
@@ -265,7 +335,7 @@ def video_payload_types(sdp: str) -> set[int]:
             pt, _, enc = line[9:].partition(" ")
             if enc.lower().startswith("rtx/"):
                 rtx.add(int(pt))
-    return pts - rtx
+    return pts, rtx
 
 
 async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:

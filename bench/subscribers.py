@@ -25,6 +25,7 @@ from bench.peer import (
     hook_rtp,
     kernel_receive_times,
     loopback_pc,
+    rtx_payload_types,
     send_receiver_reports,
     video_payload_types,
     wait_connected,
@@ -50,6 +51,7 @@ class Subscriber:
         self.decoded: list[tuple[int, float | None, float]] = []
         self.frames_checked = 0
         self.frames_bad = 0
+        self.bad_complete = 0  # bad pictures whose every RTP packet arrived
         # Why pictures failed; "start": unreadable before the first good one (a subscriber that
         # joins mid-stream may decode inter frames before its first keyframe).
         self.bad: dict[str, int] = dict.fromkeys(_BAD_KINDS, 0)
@@ -65,6 +67,8 @@ class Subscriber:
         if self.full:
             self.counter.arrivals = self.counter.arrivals or {}
             self.counter.video_pts = video_payload_types(sdp)
+            self.counter.rtx_pts = rtx_payload_types(sdp)
+            self.counter.frames = {}
         hook_rtp(pc, self.counter.handler(decode=self.full))
 
     async def connect(self, client: Client) -> None:
@@ -111,6 +115,8 @@ class Subscriber:
             if rtp_ts is not None and self._last_n is not None:
                 step = round(((rtp_ts - self._last_ts) & 0xFFFFFFFF) / self.ts_per_frame)
                 self.bad_numbers.append((self._last_n + step) & 0xFFFF)
+            if rtp_ts is not None and self.counter.frame_complete(rtp_ts):
+                self.bad_complete += 1  # every packet came: the damage is not the transit's
             if _DUMP and self.frames_bad < 5:
                 frame.to_image().save(f"{_DUMP}/bad-{self.index}-{self.frames_bad}-{why}.png")
             self.frames_bad += 1
@@ -172,6 +178,7 @@ async def main() -> None:
         out["decoded"] = [s.decoded for s in full]
         out["frames_checked"] = sum(s.frames_checked for s in full)
         out["frames_bad"] = sum(s.frames_bad for s in full)
+        out["frames_bad_complete"] = sum(s.bad_complete for s in full)
         out["frames_no_arrival"] = sum(s.frames_no_arrival for s in full)
         out["bad_numbers"] = [s.bad_numbers for s in full]
         out["frames_bad_why"] = {k: sum(s.bad[k] for s in full) for k in _BAD_KINDS}
