@@ -108,8 +108,9 @@ def _framed(producer: Producer, native: bool, gso: bool
     count = [0]
 
     def fanout(data: bytes, h: RtpHeader, now: float) -> None:
-        fastpath.set_gso(gso)
-        producer.batching = True
+        if count[0] % FRAME == 0:  # a frame starts (the cases take turns round by round)
+            fastpath.set_gso(gso)
+            producer.batching = True
         single(data, h, now)
         count[0] += 1
         if count[0] % FRAME == 0:
