@@ -65,4 +65,13 @@ async def _measure(rate: float, seconds: float) -> dict[str, Any]:
 
 def wakeup_cases(quick: bool) -> list[dict[str, Any]]:
     seconds = 2.0 if quick else 10.0
-    return [asyncio.run(_measure(rate, seconds)) for rate in (165.0, 1000.0)]
+    out = [asyncio.run(_measure(rate, seconds)) for rate in (165.0, 1000.0)]
+    # The same receiver on uvloop (libuv's loop in C): how much of the floor is asyncio's own
+    # Python loop. Optional (`pip install '.[bench]'`): hoinghi itself runs on asyncio.
+    try:
+        import uvloop
+    except ImportError:
+        return [*out, {"kind": "micro", "case": "uvloop_udp_wakeup_165pps",
+                       "skipped": "uvloop not installed (pip install '.[bench]')"}]
+    r = uvloop.run(_measure(165.0, seconds))
+    return [*out, {**r, "case": "uvloop_udp_wakeup_165pps"}]
