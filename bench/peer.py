@@ -245,8 +245,8 @@ class RtpCounter:
     def frame_complete(self, ts: int) -> bool | None:
         """Did every packet of the frame with this RTP timestamp arrive? From the previous
         frame's marker packet to this one's, every sequence number (RTX counted by its
-        original). None when unknown: no earlier frame on record, or either marker missing
-        with nothing to tell where the frame ends."""
+        original). False when its marker packet never came; None when unknown: no earlier
+        frame with its marker on record, so nothing tells where this one starts."""
         frames = self.frames
         f = frames.get(ts) if frames is not None else None
         if f is None:
