@@ -49,6 +49,20 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _cpus(text: str) -> set[int]:
+    """"0", "0,2", "0-3": CPU numbers as taskset takes them."""
+    cpus: set[int] = set()
+    try:
+        for part in _names(text):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}")
+    return cpus
+
+
 def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -72,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--bitrate", type=int, default=1_000_000, help="publisher VP8 bit/s")
     fw.add_argument("--repeat", type=int, default=1, help="runs per size and system")
     fw.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    fw.add_argument("--server-cpus", type=_cpus,
+                    help="pin the server (hoinghi or Janus, all threads) to these CPUs, e.g. 0, "
+                         "and the publisher, subscribers and this process to the others")
     sc = sub.add_parser("scale", help="`serve --workers W`: many rooms, CPU and packets per W")
     sc.add_argument("--workers", type=_sizes, default=[1, 2, 4],
                     help="worker counts, comma-separated (1: the single process, no front)")
@@ -139,6 +156,7 @@ def _stamped(out: Path) -> tuple[Path, str]:
 
 async def _forward(args: argparse.Namespace) -> int:
     from bench.forward import ForwardOptions, run_forward
+    from bench.procs import set_placement
 
     sizes = args.sweep or [args.subscribers]
     systems: list[tuple[str, str]] = [(args.system, "default")]
@@ -154,6 +172,11 @@ async def _forward(args: argparse.Namespace) -> int:
             return 2
     opts = ForwardOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
                           per_proc=args.per_proc, bitrate=args.bitrate)
+    try:
+        set_placement(args.server_cpus)
+    except ValueError as exc:
+        _log(str(exc))
+        return 2
     out, stamp = _stamped(args.out)
     jsonl = out / f"forward-{stamp}.jsonl"
     results: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import Child, spawn, stop_all
+from bench.procs import Child, placement, spawn, stop_all
 from bench.procstat import ProcCpu, machine_cpu, proc_cpu, proc_rss_mb, proc_wakeups
 from bench.targets import Server, make_server
 
@@ -321,7 +321,8 @@ async def run_forward(system: str, config: str, n: int, opts: ForwardOptions,
         s0, s1, finals = await measure_window(
             lambda first: _snapshot(server, children, first), children, opts.warmup,
             opts.seconds, workdir)
-        extra: dict[str, Any] = {"server_rss_mb": round(proc_rss_mb(server.pid), 1)}
+        extra: dict[str, Any] = {"server_rss_mb": round(proc_rss_mb(server.pid), 1),
+                                 "cpus": placement()}
         extra["connect_s"] = round(connect_s, 2)
         extra["run_s"] = round(time.monotonic() - t_start, 1)
         return summarize(system, config, n, opts, s0, s1, finals[0], list(finals[1:]), extra)

@@ -82,7 +82,7 @@ class HoinghiServer:
             "hoinghi-server",
             [*hoinghi_command(), "serve", "--host", "127.0.0.1", "--port", "0",
              "--ice-host", "127.0.0.1", "--log-level", "warning", *extra, *self.serve_args],
-            log, env=env, worker=False,
+            log, env=env, worker=False, server=True,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -173,7 +173,7 @@ class JanusServer:
         self.child = await spawn(
             f"janus[{self.config}]",
             [JANUS_BIN, "-F", str(folder), "-C", str(jcfg), "-o"],
-            self.workdir / f"janus-{self.config}.log", env=env, worker=False,
+            self.workdir / f"janus-{self.config}.log", env=env, worker=False, server=True,
         )
         self.url = f"http://127.0.0.1:{http_port}/janus"
         self.admin_url = f"http://127.0.0.1:{admin_port}/admin"

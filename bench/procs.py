@@ -21,6 +21,30 @@ from typing import Any
 from signaling.workers import die_with_parent
 
 _live_groups: set[int] = set()
+_placement: dict[str, frozenset[int]] = {}  # role -> CPUs (set_placement); empty: the OS's
+
+
+def set_placement(server_cpus: set[int] | None) -> dict[str, list[int]] | None:
+    """Pin the server under test to `server_cpus` and everything else (this process, the
+    publisher, the subscribers) to the other CPUs, as on a machine where the SFU has cores of
+    its own; None: no pinning (the default). Children inherit it from spawn, all their threads
+    included. Returns the placement, as the JSON lines report it."""
+    _placement.clear()
+    if not server_cpus:
+        return None
+    allowed = os.sched_getaffinity(0)
+    load = allowed - server_cpus
+    if not server_cpus <= allowed or not load:
+        raise ValueError(f"--server-cpus {sorted(server_cpus)}: must be a proper subset of "
+                         f"this process's CPUs {sorted(allowed)}")
+    _placement.update(server=frozenset(server_cpus), load=frozenset(load))
+    os.sched_setaffinity(0, load)
+    return placement()
+
+
+def placement() -> dict[str, list[int]] | None:
+    """{"server": [...], "load": [...]} while pinning, else None."""
+    return {k: sorted(v) for k, v in _placement.items()} or None
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -113,9 +137,18 @@ async def spawn(
     env: dict[str, str] | None = None,
     worker: bool = True,
     cwd: str | None = None,
+    server: bool = False,
 ) -> Child:
-    """Start cmd in a new process group. worker=True: stdin/stdout are the control pipes."""
+    """Start cmd in a new process group. worker=True: stdin/stdout are the control pipes.
+    server=True: the system under test (its CPUs under set_placement)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    cpus = _placement.get("server" if server else "load")
+
+    def prepare() -> None:  # in the child, before exec: every thread it starts inherits it
+        die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     with open(log, "ab") as logf:
         proc = await asyncio.create_subprocess_exec(
             *cmd,
@@ -125,7 +158,7 @@ async def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=prepare,
             limit=1 << 24,  # final reports (per-frame logs) are single long lines
         )
     _live_groups.add(proc.pid)

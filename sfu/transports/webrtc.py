@@ -27,6 +27,8 @@ from sfu.core.rtcp import (
     RtcpError,
     RtcpItem,
     SenderReport,
+    ntp_from_unix,
+    ntp_middle,
     parse_rtcp,
     sender_infos,
 )
@@ -265,8 +267,6 @@ class SubscriberConnection:
 
     @staticmethod
     def _on_report(c: Consumer, block: object, now: float) -> None:
-        from sfu.core.rtcp import ntp_from_unix, ntp_middle
-
         c.fraction_lost = block.fraction_lost / 256.0  # type: ignore[attr-defined]
         c.jitter = block.jitter  # type: ignore[attr-defined]
         lsr, dlsr = block.lsr, block.dlsr  # type: ignore[attr-defined]
