@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seconds", type=float, default=15, help="steady-state window length")
     sc.add_argument("--warmup", type=float, default=4, help="seconds before the window")
     sc.add_argument("--repeat", type=int, default=1, help="runs per worker count")
+    sc.add_argument("--pin", action="store_true",
+                    help="W workers (and the front) on the first W CPUs, the load on the rest")
     sc.add_argument("--full", type=int, default=1,
                     help="decoding subscribers per checked room (frame checks, latency)")
     sc.add_argument("--full-rooms", type=int,
@@ -213,6 +215,7 @@ async def _forward(args: argparse.Namespace) -> int:
 
 
 async def _scale(args: argparse.Namespace) -> int:
+    from bench.procs import first_cpus, set_placement
     from bench.scale import ScaleOptions, run_scale, scale_summary
 
     fixed: int | None = args.fixed_rooms
@@ -223,6 +226,9 @@ async def _scale(args: argparse.Namespace) -> int:
     opts = ScaleOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
                         full_rooms=full_rooms, per_proc=args.per_proc, bitrate=args.bitrate,
                         span_after=args.span_after)
+    if args.pin and max(args.workers) >= len(first_cpus(1 << 16)):
+        _log("--pin: every worker count must leave a CPU for the load")
+        return 2
     out, stamp = _stamped(args.out)
     jsonl: Path = args.jsonl or out / f"scale-{stamp}.jsonl"
     jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -234,8 +240,10 @@ async def _scale(args: argparse.Namespace) -> int:
             tag = f"scale-w{w}-rooms{rooms}-s{args.subscribers}-r{rep}"
             _log(f"[bench] {tag}: running ({args.seconds:g} s window)")
             try:
+                where = set_placement(first_cpus(w)) if args.pin else None
                 res = await run_scale(w, rooms, args.subscribers, opts,
                                       out / "logs" / stamp / tag)
+                res["placement"] = where
             except Exception as exc:
                 res = {"kind": "error", "bench": "scale", "workers": w, "rooms": rooms,
                        "subscribers_per_room": args.subscribers,

@@ -322,7 +322,7 @@ async def run_forward(system: str, config: str, n: int, opts: ForwardOptions,
             lambda first: _snapshot(server, children, first), children, opts.warmup,
             opts.seconds, workdir)
         extra: dict[str, Any] = {"server_rss_mb": round(proc_rss_mb(server.pid), 1),
-                                 "cpus": placement()}
+                                 "placement": placement()}
         extra["connect_s"] = round(connect_s, 2)
         extra["run_s"] = round(time.monotonic() - t_start, 1)
         return summarize(system, config, n, opts, s0, s1, finals[0], list(finals[1:]), extra)

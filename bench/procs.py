@@ -22,24 +22,37 @@ from signaling.workers import die_with_parent
 
 _live_groups: set[int] = set()
 _placement: dict[str, frozenset[int]] = {}  # role -> CPUs (set_placement); empty: the OS's
+_allowed: list[frozenset[int]] = []  # this process's CPUs before the first placement
 
 
 def set_placement(server_cpus: set[int] | None) -> dict[str, list[int]] | None:
     """Pin the server under test to `server_cpus` and everything else (this process, the
     publisher, the subscribers) to the other CPUs, as on a machine where the SFU has cores of
-    its own; None: no pinning (the default). Children inherit it from spawn, all their threads
-    included. Returns the placement, as the JSON lines report it."""
-    _placement.clear()
+    its own; None: no pinning (the default, and this process gets its CPUs back). Children
+    inherit it from spawn, all their threads included. Returns the placement, as the JSON
+    lines report it."""
+    if not _allowed:
+        _allowed.append(frozenset(os.sched_getaffinity(0)))
+    allowed = _allowed[0]
     if not server_cpus:
+        _placement.clear()
+        os.sched_setaffinity(0, allowed)
         return None
-    allowed = os.sched_getaffinity(0)
     load = allowed - server_cpus
     if not server_cpus <= allowed or not load:
-        raise ValueError(f"--server-cpus {sorted(server_cpus)}: must be a proper subset of "
+        raise ValueError(f"server CPUs {sorted(server_cpus)}: must be a proper subset of "
                          f"this process's CPUs {sorted(allowed)}")
-    _placement.update(server=frozenset(server_cpus), load=frozenset(load))
+    _placement.clear()
+    _placement.update(server=frozenset(server_cpus), load=load)
     os.sched_setaffinity(0, load)
     return placement()
+
+
+def first_cpus(n: int) -> set[int]:
+    """The first n of this process's CPUs (as before any placement): `bench scale --pin`
+    gives W workers W cores this way."""
+    allowed = _allowed[0] if _allowed else frozenset(os.sched_getaffinity(0))
+    return set(sorted(allowed)[:n])
 
 
 def placement() -> dict[str, list[int]] | None:

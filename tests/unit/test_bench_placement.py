@@ -49,6 +49,7 @@ def test_cpu_lists_parse_as_taskset_writes_them() -> None:
     args = build_parser().parse_args(["forward", "--server-cpus", "0-1"])
     assert args.server_cpus == {0, 1}
     assert build_parser().parse_args(["forward"]).server_cpus is None
+    assert build_parser().parse_args(["scale", "--pin"]).pin is True
 
 
 @needs_two
@@ -61,6 +62,21 @@ def test_placement_must_leave_cpus_for_the_load(restore_affinity: None) -> None:
     assert procs.placement() is None
     assert procs.set_placement(None) is None
     assert os.sched_getaffinity(0) == allowed  # a refused placement changes nothing
+
+
+@needs_two
+def test_placements_follow_each_other_from_the_original_cpus(restore_affinity: None) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    lo, hi = allowed[0], allowed[-1]
+    assert procs.first_cpus(1) == {lo}
+    procs.set_placement({lo})
+    assert os.sched_getaffinity(0) == set(allowed) - {lo}
+    # The next placement (bench scale --pin, one per worker count) starts from all the CPUs
+    # again, not from what the previous one left this process.
+    assert procs.first_cpus(1) == {lo}
+    assert procs.set_placement({hi}) == {"server": [hi], "load": sorted(set(allowed) - {hi})}
+    procs.set_placement(None)
+    assert sorted(os.sched_getaffinity(0)) == allowed
 
 
 async def _child_cpus(tmp_path: Path, name: str, server: bool) -> dict[str, list[int]]:
