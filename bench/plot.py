@@ -56,12 +56,18 @@ def plot_forward(results: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
     axes[0].legend()
-    machine = runs[0] if runs else {}
-    foreign = _foreign_cores(runs)
-    fig.suptitle(f"1 publisher (VP8 + Opus) → N subscribers on loopback; "
-                 f"{machine.get('cores', '?')} cores, other processes used {foreign:.2f} "
-                 f"cores on average during the windows")
+    fig.suptitle(forward_title(runs))
     return save(fig, path)
+
+
+def forward_title(runs: list[dict[str, Any]]) -> str:
+    """The forward plot's title: the machine, where the server ran, the foreign load."""
+    machine = runs[0] if runs else {}
+    where = machine.get("placement")
+    pinned = f"; server on CPUs {where['server']}, load on {where['load']}" if where else ""
+    return (f"1 publisher (VP8 + Opus) → N subscribers on loopback; "
+            f"{machine.get('cores', '?')} cores{pinned}, other processes used "
+            f"{_foreign_cores(runs):.2f} cores on average during the windows")
 
 
 def plot_scale(results: list[dict[str, Any]], path: Path, mode: str) -> Path:

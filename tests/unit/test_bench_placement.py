@@ -15,6 +15,7 @@ import pytest
 
 from bench import procs
 from bench.cli import _cpus, build_parser
+from bench.plot import forward_title
 
 # Prints the CPUs of the main thread and of a thread it starts (threads inherit affinity).
 REPORT = """
@@ -113,3 +114,11 @@ def test_without_placement_children_keep_the_parents_cpus(tmp_path: Path,
     server = asyncio.run(_child_cpus(tmp_path, "server", True))
     assert server == {"main": cpus, "thread": cpus}
     assert json.loads(json.dumps(procs.placement())) is None
+
+
+def test_the_forward_plot_says_where_the_server_ran() -> None:
+    run = {"kind": "run", "cores": 16, "foreign_cpu_cores": 0.5}
+    pinned = forward_title([{**run, "placement": {"server": [0], "load": list(range(1, 16))}}])
+    assert "16 cores; server on CPUs [0], load on [1, 2," in pinned
+    assert "0.50 cores" in pinned
+    assert "server on" not in forward_title([{**run, "placement": None}])
