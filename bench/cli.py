@@ -158,7 +158,7 @@ def _stamped(out: Path) -> tuple[Path, str]:
 
 async def _forward(args: argparse.Namespace) -> int:
     from bench.forward import ForwardOptions, run_forward
-    from bench.procs import set_placement
+    from bench.procs import placement, set_placement
 
     sizes = args.sweep or [args.subscribers]
     systems: list[tuple[str, str]] = [(args.system, "default")]
@@ -201,12 +201,12 @@ async def _forward(args: argparse.Namespace) -> int:
                 _emit(res, jsonl)
                 results.append(res)
         if len(systems) > 1 and systems[0][0] == "hoinghi":
-            _emit(_ratio(n, results), jsonl)
+            _emit({**_ratio(n, results), "placement": placement()}, jsonl)
     if args.sweep:
         from bench.plot import plot_forward
 
         for line in _marginals(results):
-            _emit(line, jsonl)
+            _emit({**line, "placement": placement()}, jsonl)
         png = plot_forward(results, out / f"forward-{stamp}.png")
         _log(f"[bench] plot: {png}")
     _log(f"[bench] results: {jsonl}")
