@@ -59,9 +59,14 @@ def check_run(r: dict[str, Any], system: str) -> None:
 
 
 def test_forward_hoinghi(tmp_path: Path) -> None:
-    lines = run_bench(tmp_path)
+    # With two CPUs or more, on one server core (--server-cpus): the same checks hold.
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = ["--server-cpus", str(cpus[0])] if len(cpus) > 1 else []
+    lines = run_bench(tmp_path, *pin)
     assert len(lines) == 1
     check_run(lines[0], "hoinghi")
+    expected = {"server": cpus[:1], "load": cpus[1:]} if pin else None
+    assert lines[0]["placement"] == expected
 
 
 @pytest.mark.skipif(not janus_available() or shutil.which("gcc") is None,
@@ -75,6 +80,7 @@ def test_forward_vs_janus(tmp_path: Path) -> None:
     (ratio,) = [x for x in lines if x["kind"] == "ratio"]
     expected = runs[0]["cpu_us_per_pkt"] / runs[1]["cpu_us_per_pkt"]
     assert ratio["ratio_vs_janus_default"] == pytest.approx(expected, rel=0.02)
+    assert ratio["placement"] is None and all(r["placement"] is None for r in runs)
 
 
 def test_micro_quick(tmp_path: Path) -> None:
