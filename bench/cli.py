@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import signal
 import statistics
 import sys
@@ -226,7 +227,7 @@ async def _scale(args: argparse.Namespace) -> int:
     opts = ScaleOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
                         full_rooms=full_rooms, per_proc=args.per_proc, bitrate=args.bitrate,
                         span_after=args.span_after)
-    if args.pin and max(args.workers) >= len(first_cpus(1 << 16)):
+    if args.pin and max(args.workers) >= len(os.sched_getaffinity(0)):
         _log("--pin: every worker count must leave a CPU for the load")
         return 2
     out, stamp = _stamped(args.out)
