@@ -23,7 +23,7 @@ from sfu.config import SfuConfig
 from sfu.core.keyframes import KeyframeThrottle, is_keyframe
 from sfu.core.nack import NackGenerator
 from sfu.core.ring import RetransmitRing
-from sfu.core.rtcp import build_pli
+from sfu.core.rtcp import build_nack, build_pli
 from sfu.core.rtp import (
     HEADER,
     RtpHeader,
@@ -341,8 +341,6 @@ class Producer:
             self.request_keyframe(now)
 
     def _build_nack(self, lost: list[int]) -> bytes:
-        from sfu.core.rtcp import build_nack
-
         assert self.source is not None
         return build_nack(self.rtcp_ssrc, self.source.ssrc, lost)
 
