@@ -22,7 +22,7 @@ from signaling.workers import die_with_parent
 
 _live_groups: set[int] = set()
 _placement: dict[str, frozenset[int]] = {}  # role -> CPUs (set_placement); empty: the OS's
-_allowed: list[frozenset[int]] = []  # this process's CPUs before the first placement
+_ALLOWED = frozenset(os.sched_getaffinity(0))  # this process's CPUs, before any placement
 
 
 def set_placement(server_cpus: set[int] | None) -> dict[str, list[int]] | None:
@@ -31,17 +31,14 @@ def set_placement(server_cpus: set[int] | None) -> dict[str, list[int]] | None:
     its own; None: no pinning (the default, and this process gets its CPUs back). Children
     inherit it from spawn, all their threads included. Returns the placement, as the JSON
     lines report it."""
-    if not _allowed:
-        _allowed.append(frozenset(os.sched_getaffinity(0)))
-    allowed = _allowed[0]
     if not server_cpus:
         _placement.clear()
-        os.sched_setaffinity(0, allowed)
+        os.sched_setaffinity(0, _ALLOWED)
         return None
-    load = allowed - server_cpus
-    if not server_cpus <= allowed or not load:
+    load = _ALLOWED - server_cpus
+    if not server_cpus <= _ALLOWED or not load:
         raise ValueError(f"server CPUs {sorted(server_cpus)}: must be a proper subset of "
-                         f"this process's CPUs {sorted(allowed)}")
+                         f"this process's CPUs {sorted(_ALLOWED)}")
     _placement.clear()
     _placement.update(server=frozenset(server_cpus), load=load)
     os.sched_setaffinity(0, load)
@@ -51,8 +48,7 @@ def set_placement(server_cpus: set[int] | None) -> dict[str, list[int]] | None:
 def first_cpus(n: int) -> set[int]:
     """The first n of this process's CPUs (as before any placement): `bench scale --pin`
     gives W workers W cores this way."""
-    allowed = _allowed[0] if _allowed else frozenset(os.sched_getaffinity(0))
-    return set(sorted(allowed)[:n])
+    return set(sorted(_ALLOWED)[:n])
 
 
 def placement() -> dict[str, list[int]] | None:
