@@ -13,8 +13,8 @@ What it does, and why:
 - Egress bypasses aiortc's coroutine send path: `SrtpPath` protects into one preallocated buffer
   with libsrtp and calls sendto on the nominated ICE pair directly.
 - Ingress bypasses aioice's queue and aiortc's DTLS task once SRTP is up: `DirectIngress` reads
-  the nominated pair's socket itself (asyncio internals too: a paused selector transport and a
-  reader on its fd), several datagrams per wake-up; parks idle publishers' sockets; and does
+  the nominated pair's socket itself (asyncio internals too: our reader in place of the
+  transport's on its fd), several datagrams per wake-up; parks idle publishers' sockets; and does
   ICE consent with our codec in place of aioice's per-connection task.
 """
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aioice.candidate
 import aioice.ice
-import aiortc
 import aiortc.rtcpeerconnection as _pc_module
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
@@ -308,6 +308,7 @@ def _drop(data: object, addr: object) -> None:
 RECV_SIZE = 65536  # loopback's MTU: what asyncio would hand over, never truncated
 _PRFLX_PRIORITY = aioice.candidate.candidate_priority(1, "prflx")  # as aioice's own checks
 _closing: set[asyncio.Future[None]] = set()  # connections closed on consent expiry
+_taken: weakref.WeakSet[object] = weakref.WeakSet()  # transports a DirectIngress reads
 
 
 class DirectIngress:
@@ -320,8 +321,8 @@ class DirectIngress:
     subscriber its packets together); STUN and DTLS go to aioice's protocol exactly as asyncio
     would hand them (consent checks, DTLS alerts keep working).
 
-    Only for selector event loops (asyncio's default): the transport's reading is paused and
-    our reader registered on its fd, so asyncio's own close() removes it with the socket.
+    Only for selector event loops (asyncio's default): our reader replaces the transport's on
+    its fd, so asyncio's own close() removes it with the socket.
 
     With `park_after_s`, a connection that brought no RTP for that long is parked
     (sfu/adapters/parking.py): read by one shared poller ten times a second instead of waking
@@ -363,8 +364,8 @@ class DirectIngress:
         protocol = pair.protocol
         transport = getattr(protocol, "transport", None)
         sock = getattr(transport, "_sock", None)
-        if sock is None or transport.is_closing() or not transport.is_reading():
-            return None  # closing, or someone (another ingress) took it already
+        if sock is None or transport.is_closing() or transport in _taken:
+            return None  # closing, or another ingress took it already
         self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp, park_after_s, ice,
                    pair.remote_addr)
         # Our consent checks replace aioice's task (one coroutine and timer per connection).
@@ -372,10 +373,10 @@ class DirectIngress:
         if task is not None and not task.done():
             task.cancel()
             consent.consent_checks().add(self)
-        transport.pause_reading()
+        _taken.add(transport)  # not pause_reading(): datagram transports lack it in 3.11.2
         if park_now:
             self._park()
-        else:  # same fd as the transport's: asyncio's close() removes this reader with it
+        else:
             loop._add_reader(sock.fileno(), self._readable)
         return self
 
@@ -493,7 +494,3 @@ class DirectIngress:
     @property
     def active(self) -> bool:
         return not self._transport.is_closing()
-
-
-def version() -> str:
-    return aiortc.__version__

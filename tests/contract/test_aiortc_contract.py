@@ -96,25 +96,32 @@ def test_what_direct_ingress_reads_and_replaces() -> None:
 
 
 async def test_selector_transports_can_be_taken_over() -> None:
-    # pause_reading() drops asyncio's reader; _add_reader() registers ours on the same fd, which
-    # the transport's close() removes. Checked on a live datagram transport.
+    # _add_reader() on the transport's fd replaces asyncio's reader with ours (no
+    # pause_reading(): datagram transports lack it before Python 3.11.3), and the transport's
+    # close() removes ours. Checked on a live datagram transport.
     import asyncio
     import socket
 
+    class Counting(asyncio.DatagramProtocol):
+        received = 0
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            self.received += 1
+
     loop = asyncio.get_running_loop()
     assert isinstance(loop, tap.BaseSelectorEventLoop)
-    transport, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    transport, protocol = await loop.create_datagram_endpoint(
+        Counting, local_addr=("127.0.0.1", 0))
     sock = transport._sock  # type: ignore[attr-defined]
-    assert isinstance(sock, socket.socket) and transport.is_reading()
+    assert isinstance(sock, socket.socket)
+    fd = sock.fileno()
     got = asyncio.Event()
-    transport.pause_reading()
-    assert not transport.is_reading()
-    loop._add_reader(sock.fileno(), got.set)  # type: ignore[attr-defined]
+    loop._add_reader(fd, got.set)  # type: ignore[attr-defined]
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.sendto(b"x", sock.getsockname())
     await asyncio.wait_for(got.wait(), 5)
-    fd = sock.fileno()
+    assert protocol.received == 0  # asyncio's reader is gone: the datagram waits for us
+    assert sock.recv(16) == b"x"
     # Parking (sfu/adapters/parking.py) takes our reader off and puts it back.
     assert loop._remove_reader(fd) and fd not in loop._selector.get_map()  # type: ignore[attr-defined]
     loop._add_reader(fd, got.set)  # type: ignore[attr-defined]
