@@ -63,7 +63,7 @@ class OptionalBuildExt(build_ext):
 setup(
     # Declared with the hand-written source so an sdist carries it; the source list is
     # replaced by cffi's generated module (which inlines fanout.c) at build time.
-    ext_modules=[Extension(FASTPATH, sources=["sfu/fastpath/fanout.c"])],
+    ext_modules=[Extension(FASTPATH, sources=["sfu/fastpath/fanout.c", "sfu/fastpath/ingress.c"])],
     cmdclass={"build_ext": OptionalBuildExt},
     setup_requires=["cffi>=1.15"],
 )

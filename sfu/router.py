@@ -420,9 +420,9 @@ class Router:
 
     def stats(self) -> dict[str, object]:
         producers = list(self.producers.values())
-        conns = [*self.publishers.values(), *self.subscribers.values()]
-        ingress = [c.ingress for c in conns if c.ingress is not None and c.ingress.active]
-        consent = consent_checks()
+        ingress = [c.ingress for c in (*self.publishers.values(), *self.subscribers.values())
+                   if c.ingress is not None and c.ingress.active]
+        consent = consent_checks().schedule
         return {
             "room": self.room_id,
             "producers": len(producers),
@@ -440,22 +440,22 @@ class Router:
             "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
             "tap_errors": tap.TapDtlsTransport.tap_errors,
             **gso_counters(),  # process-wide
-            # Connections whose socket the SFU reads itself (tap.DirectIngress), and what it read.
+            # Connections whose socket the SFU reads itself (DirectIngress), and what it read.
             "ingress_direct": len(ingress),
             "ingress_datagrams": sum(i.datagrams for i in ingress),
             "ingress_rtp_batches": sum(i.batches for i in ingress),
             "ingress_rtp_packets": sum(i.rtp for i in ingress),
             "ingress_wakeups": sum(i.wakeups for i in ingress),
             "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
-            # Connections read by the shared poller: idle publishers, all subscribers.
-            "ingress_parked": sum(i.parked for i in ingress),
+            "ingress_report_blocks": sum(i.report_blocks for i in ingress),  # C path's RRs
+            "ingress_parked": sum(i.parked for i in ingress),  # idle publishers, subscribers
             "ingress_parks": sum(i.parks for i in ingress),
-            "ingress_parked_reads": parking.poller().reads,  # process-wide, as consent below
-            # ICE consent: peers' checks we answered here; our checks (process-wide).
-            "ingress_checks_answered": sum(i.checks_answered for i in ingress),
-            "consent_checks_sent": consent.schedule.sent,
-            "consent_checks_answered": consent.schedule.answered,
-            "consent_expired": consent.schedule.expired_total,
+            "ingress_checks_answered": sum(i.checks_answered for i in ingress),  # peers' checks
+            # Process-wide: parked reads; our ICE consent checks sent, answered, expired.
+            "ingress_parked_reads": parking.poller().reads,
+            "consent_checks_sent": consent.sent,
+            "consent_checks_answered": consent.answered,
+            "consent_expired": consent.expired_total,
             "timer_polls": self.timers.polls,
             "timer_idle_wakeups": self.timers.idle_wakeups,
         }

@@ -1,4 +1,5 @@
-"""The one module that touches aiortc/aioice/pylibsrtp internals.
+"""The aiortc adapter: with direct_ingress.py beside it, all that touches aiortc/aioice/pylibsrtp
+internals.
 
 Pinned: aiortc==1.16.0, aioice 0.13, pylibsrtp 1.0. tests/contract/test_aiortc_contract.py checks
 every name used here, so an upgrade that moves them fails there, loudly, not in production.
@@ -12,35 +13,28 @@ What it does, and why:
   decoder thread, a claimed sender starts no encoder or RTCP task (the router sends SRs).
 - Egress bypasses aiortc's coroutine send path: `SrtpPath` protects into one preallocated buffer
   with libsrtp and calls sendto on the nominated ICE pair directly.
-- Ingress bypasses aioice's queue and aiortc's DTLS task once SRTP is up: `DirectIngress` reads
-  the nominated pair's socket itself (asyncio internals too: our reader in place of the
-  transport's on its fd), several datagrams per wake-up; parks idle publishers' sockets; and does
-  ICE consent with our codec in place of aioice's per-connection task.
+- Ingress bypasses aioice's queue and aiortc's DTLS task once SRTP is up: `DirectIngress`
+  (sfu/adapters/direct_ingress.py) reads the nominated pair's socket itself (asyncio internals
+  too: our reader in place of the transport's on its fd), several datagrams per wake-up; parks
+  idle publishers' sockets; and does ICE consent with our codec in place of aioice's
+  per-connection task.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-import weakref
-from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aioice.candidate
 import aioice.ice
 import aiortc.rtcpeerconnection as _pc_module
-import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from pylibsrtp._binding import ffi, lib
-
-from sfu.adapters import consent, parking
-from sfu.core import stun
 
 PINNED_AIORTC = "1.16.0"
 log = logging.getLogger(__name__)
@@ -301,196 +295,3 @@ class SrtpPath:
 
 def _drop(data: object, addr: object) -> None:
     return None
-
-
-# ---------------------------------------------------------------------------- ingress
-
-RECV_SIZE = 65536  # loopback's MTU: what asyncio would hand over, never truncated
-_PRFLX_PRIORITY = aioice.candidate.candidate_priority(1, "prflx")  # as aioice's own checks
-_closing: set[asyncio.Future[None]] = set()  # connections closed on consent expiry
-_taken: weakref.WeakSet[object] = weakref.WeakSet()  # transports a DirectIngress reads
-
-
-class DirectIngress:
-    """Reads a connected peer's nominated ICE socket itself, SRTP and all.
-
-    aiortc's receive path costs, per datagram: an event-loop wake-up, a STUN parse that fails
-    by exception, an asyncio.Queue hand-off to the DTLS task and a coroutine chain. Here one
-    wake-up drains everything the socket holds (up to MAX_BATCH datagrams): SRTP/SRTCP is
-    unprotected and handed over at once, RTP as one batch per wake-up (so the fan-out can send a
-    subscriber its packets together); STUN and DTLS go to aioice's protocol exactly as asyncio
-    would hand them (consent checks, DTLS alerts keep working).
-
-    Only for selector event loops (asyncio's default): our reader replaces the transport's on
-    its fd, so asyncio's own close() removes it with the socket.
-
-    With `park_after_s`, a connection that brought no RTP for that long is parked
-    (sfu/adapters/parking.py): read by one shared poller ten times a second instead of waking
-    the loop per RTCP report or consent check; its next RTP unparks it.
-    """
-
-    MAX_BATCH = 32  # bounds the time one busy publisher holds the loop
-
-    __slots__ = ("_ice", "_last_rtp", "_loop", "_on_rtcp", "_on_rtp_batch", "_park_after",
-                 "_peer", "_protocol", "_rx", "_sock", "_transport", "batches", "checks_answered",
-                 "datagrams", "parked", "parks", "rtp", "srtp_errors", "wakeups")
-
-    def __init__(self, rx: object, protocol: object, transport: object, sock: object,
-                 on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap, park_after_s: float,
-                 ice: aioice.ice.Connection, peer: tuple[str, int]) -> None:
-        self._ice, self._peer = ice, peer  # the nominated pair's remote address
-        self._rx, self._protocol, self._transport, self._sock = rx, protocol, transport, sock
-        self._on_rtp_batch, self._on_rtcp = on_rtp_batch, on_rtcp
-        self._loop: BaseSelectorEventLoop = asyncio.get_running_loop()  # type: ignore[assignment]
-        self._park_after, self._last_rtp, self.parked = park_after_s, time.monotonic(), False
-        self.batches = self.datagrams = self.rtp = self.srtp_errors = self.wakeups = 0
-        self.parks = self.checks_answered = 0
-
-    @classmethod
-    def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap,
-               park_after_s: float = 0.0, park_now: bool = False) -> DirectIngress | None:
-        """Take over the nominated pair's socket; None (aiortc's path stays) when not possible:
-        DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop.
-        `park_after_s` > 0: park the socket after that long without RTP (see the class);
-        `park_now`: parked at once (a subscriber's, which brings RTCP only)."""
-        loop = asyncio.get_running_loop()
-        rx = getattr(dtls, "_rx_srtp", None)
-        if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
-            return None
-        ice = dtls.transport._connection
-        pair = ice._nominated.get(1)
-        if pair is None or pair.protocol is None:
-            return None
-        protocol = pair.protocol
-        transport = getattr(protocol, "transport", None)
-        sock = getattr(transport, "_sock", None)
-        if sock is None or transport.is_closing() or transport in _taken:
-            return None  # closing, or another ingress took it already
-        self = cls(rx, protocol, transport, sock, on_rtp_batch, on_rtcp, park_after_s, ice,
-                   pair.remote_addr)
-        # Our consent checks replace aioice's task (one coroutine and timer per connection).
-        task = ice._query_consent_task
-        if task is not None and not task.done():
-            task.cancel()
-            consent.consent_checks().add(self)
-        _taken.add(transport)  # not pause_reading(): datagram transports lack it in 3.11.2
-        if park_now:
-            self._park()
-        else:
-            loop._add_reader(sock.fileno(), self._readable)
-        return self
-
-    def _readable(self) -> None:
-        self.wakeups += 1  # the loop woke for this socket (read_parked is not counted)
-        self._read()
-
-    def _read(self) -> None:
-        recvfrom = self._sock.recvfrom
-        rx = self._rx
-        batch: list[bytes] = []
-        n = 0
-        while n < self.MAX_BATCH:
-            try:
-                data, addr = recvfrom(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. ICMP port unreachable: as asyncio would report it
-                self._protocol.error_received(exc)
-                break
-            n += 1
-            if len(data) > 1 and 127 < data[0] < 192:  # SRTP/SRTCP (RFC 7983 demux)
-                try:
-                    if 191 < data[1] < 224:  # RTCP packet types 192-223 (RFC 5761)
-                        self._tap_rtcp(rx.unprotect_rtcp(data))
-                    else:
-                        batch.append(rx.unprotect(data))
-                except pylibsrtp.Error:  # replayed, forged or garbled: dropped, counted
-                    self.srtp_errors += 1
-            elif not (data[0] < 4 and self._answer_check(data, addr)):
-                self._protocol.datagram_received(data, addr)  # STUN, DTLS: aioice/aiortc
-        self.datagrams += n
-        if batch:
-            now = time.monotonic()
-            self._last_rtp = now
-            self.batches += 1
-            self.rtp += len(batch)
-            try:
-                self._on_rtp_batch(batch, int(now * 1000))
-            except Exception:  # one bad batch must not unregister the reader
-                _tap_failed("RTP batch tap failed (batch dropped)")
-            if self.parked:
-                self._unpark()
-        elif (self._park_after > 0 and not self.parked
-              and time.monotonic() - self._last_rtp > self._park_after):
-            self._park()
-
-    # ICE consent (sfu/core/stun.py, sfu/adapters/consent.py), the checks of a connected pair
-    # only; anything else (nomination, a new address, a role conflict, a bad signature, others'
-    # transactions) goes to aioice, which answers or refuses it.
-    def _answer_check(self, data: bytes, addr: tuple[str, int]) -> bool:
-        ice = self._ice
-        msg = stun.parse(data)
-        if msg is not None and msg.kind == stun.BINDING_SUCCESS:
-            return (addr == self._peer and msg.authentic(ice.remote_password)
-                    and consent.consent_checks().answer(self, msg.transaction))
-        if (msg is None or msg.use_candidate
-                or addr != self._peer or ice._closing
-                or msg.username != f"{ice.local_username}:{ice.remote_username}"
-                or (msg.controlling if ice.ice_controlling else msg.controlled)
-                or not msg.authentic(ice.local_password)):
-            return False
-        self._transport.sendto(stun.binding_success(msg.transaction, addr, ice.local_password),
-                               addr)
-        self.checks_answered += 1
-        return True
-
-    def send_check(self, transaction: bytes) -> None:
-        ice = self._ice
-        if self._transport.is_closing() or ice._closing:
-            consent.consent_checks().remove(self)
-            return
-        self._transport.sendto(stun.binding_request(
-            transaction, f"{ice.remote_username}:{ice.local_username}", _PRFLX_PRIORITY,
-            ice.ice_controlling, ice._tie_breaker, ice.remote_password), self._peer)
-
-    def expire(self) -> None:
-        log.info("ICE consent expired for %s: closing the connection", self._peer)
-        task = asyncio.ensure_future(self._ice.close())  # aiortc then sees the ICE close
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-
-    # The parked state (sfu/adapters/parking.py). The fd is the transport's, so only while
-    # the transport is open may our reader go back on the loop: a closed socket's number may
-    # already belong to another one.
-    def _park(self) -> None:
-        if self._transport.is_closing():
-            return
-        fd = self._sock.fileno()
-        self._loop._remove_reader(fd)
-        parking.poller().add(fd, self)
-        self.parked = True
-        self.parks += 1
-
-    def _unpark(self) -> None:
-        self.parked = False
-        fd = self._sock.fileno()
-        parking.poller().remove(fd, self)
-        if fd >= 0 and not self._transport.is_closing():
-            self._loop._add_reader(fd, self._readable)
-
-    def read_parked(self) -> bool:
-        if self._transport.is_closing():
-            self.parked = False
-            return False
-        self._read()
-        return True
-
-    def _tap_rtcp(self, data: bytes) -> None:
-        try:
-            self._on_rtcp(data)
-        except Exception:
-            _tap_failed("RTCP tap failed (packet dropped)")
-
-    @property
-    def active(self) -> bool:
-        return not self._transport.is_closing()

@@ -1,4 +1,4 @@
-"""cffi builder for the optional C fan-out helper (`sfu.fastpath._fanout`).
+"""cffi builder for the optional C helper (`sfu.fastpath._fanout`): fan-out and ingress.
 
 Used three ways:
 - by setup.py at install time (`pip install -e .`): it loads this file by path, so nothing here may
@@ -20,7 +20,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 MODULE = "sfu.fastpath._fanout"
-SOURCE = HERE / "fanout.c"
+SOURCES = (HERE / "fanout.c", HERE / "ingress.c")  # one module, in this order
 
 # What Python sees of fanout.c. `...;` lets the compiler place the fields (and hides the
 # sockaddr union, which only C touches).
@@ -60,6 +60,15 @@ int fp_max_batch(void);
 int fp_max_packet(void);
 void fp_set_gso(int on);
 int fp_gso_stats(uint64_t *out);
+
+typedef struct {
+    uint32_t kind, off, len, a, b, c, d, e;
+} fp_rec;
+int fp_rtcp_scan(const unsigned char *d, int len, fp_rec *recs, int max_recs);
+int fp_read(int fd, uintptr_t ctx, uintptr_t unprotect_addr, uintptr_t unprotect_rtcp_addr,
+            unsigned char *out, size_t out_size, fp_rec *recs, int max_recs,
+            int max_datagrams, int *datagrams);
+int fp_rec_size(void);
 """
 
 
@@ -68,7 +77,7 @@ def make_builder() -> FFI:
     builder.cdef(CDEF)
     # The C text is inlined rather than listed in sources=[...] so the generated module is one
     # self-contained .c file, whatever directory the build runs in.
-    builder.set_source(MODULE, SOURCE.read_text())
+    builder.set_source(MODULE, "\n".join(src.read_text() for src in SOURCES))
     return builder
 
 

@@ -17,6 +17,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription
 
 from sfu.adapters import aiortc_tap as tap
+from sfu.adapters.direct_ingress import DirectIngress
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.rtcp import (
@@ -80,7 +81,7 @@ class PublisherConnection:
         self.sources: dict[int, Source] = {}  # id(producer) -> its source on this connection
         self.producers: list[Producer] = []
         self.path: tap.SrtpPath | None = None
-        self.ingress: tap.DirectIngress | None = None
+        self.ingress: DirectIngress | None = None
         # The router's timers, run after each batch (no wake-up of their own while media flows).
         self.after_batch: Callable[[float], None] | None = None
         self._h = RtpHeader()
@@ -115,8 +116,8 @@ class PublisherConnection:
         self.path = tap.SrtpPath(dtls)
         for src in self.sources.values():
             src.path = self.path
-        self.ingress = tap.DirectIngress.attach(dtls, self.on_rtp_batch, self.on_rtcp,
-                                                self.park_after_s)
+        self.ingress = DirectIngress.attach(dtls, self.on_rtp_batch, self.on_rtcp,
+                                            self.park_after_s)
 
     def on_rtp_single(self, data: bytes, arrival_ms: int) -> None:
         """aiortc's own receive path (before DirectIngress took the socket over)."""
@@ -215,7 +216,7 @@ class SubscriberConnection:
         self.transceivers: dict[str, object] = {}  # track id -> transceiver
         self.free: list = []  # slots whose track went away, for the next one (sfu/slots.py)
         self.path: tap.SrtpPath | None = None
-        self.ingress: tap.DirectIngress | None = None  # RTCP from the subscriber, read directly
+        self.ingress: DirectIngress | None = None  # RTCP from the subscriber, read directly
         self.claimed = False
         self.awaiting_answer = False
         self.dirty = False
@@ -232,8 +233,9 @@ class SubscriberConnection:
                 self.path = tap.SrtpPath(dtls)
                 # Parked at once (its RTCP read after media batches, sfu/adapters/parking.py)
                 # unless parking is off.
-                self.ingress = tap.DirectIngress.attach(dtls, _ignore_batch, self.on_rtcp,
-                                                        self.park_after_s, self.park_after_s > 0)
+                self.ingress = DirectIngress.attach(dtls, _ignore_batch, self.on_rtcp,
+                                                    self.park_after_s, self.park_after_s > 0,
+                                                    self.on_reports)
             neg = tap.negotiated(transceiver)  # type: ignore[arg-type]
             ssrc, rtx_ssrc = tap.sender_ssrcs(transceiver)  # type: ignore[arg-type]
             c.configure(neg, ssrc, rtx_ssrc, self.path)
@@ -260,21 +262,30 @@ class SubscriberConnection:
                 if c is not None and c.ready:
                     c.producer.retransmit(c, item.lost)
             elif isinstance(item, (ReceiverReport, SenderReport)):
-                for block in item.reports:
-                    c = self.by_ssrc.get(block.ssrc)
+                for b in item.reports:
+                    c = self.by_ssrc.get(b.ssrc)
                     if c is not None:
-                        self._on_report(c, block, now)
+                        _on_report(c, b.fraction_lost, b.jitter, b.lsr, b.dlsr, now)
 
-    @staticmethod
-    def _on_report(c: Consumer, block: object, now: float) -> None:
-        c.fraction_lost = block.fraction_lost / 256.0  # type: ignore[attr-defined]
-        c.jitter = block.jitter  # type: ignore[attr-defined]
-        lsr, dlsr = block.lsr, block.dlsr  # type: ignore[attr-defined]
-        if lsr:
-            # RTT = now - LSR - DLSR, all in 1/65536 s (RFC 3550 6.4.1)
-            rtt = ((ntp_middle(ntp_from_unix(now)) - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
-            if rtt < 60:
-                c.rtt_s = rtt
+    def on_reports(self, blocks: list[list[int]]) -> None:
+        """Report blocks [ssrc, fraction lost, jitter, LSR, DLSR] of receiver reports that the
+        C read took whole (sfu/fastpath/ingress.c); other RTCP comes to `on_rtcp`."""
+        now = time.time()
+        for ssrc, fraction_lost, jitter, lsr, dlsr in blocks:
+            c = self.by_ssrc.get(ssrc)
+            if c is not None:
+                _on_report(c, fraction_lost, jitter, lsr, dlsr, now)
+
+
+def _on_report(c: Consumer, fraction_lost: int, jitter: int, lsr: int, dlsr: int,
+               now: float) -> None:
+    c.fraction_lost = fraction_lost / 256.0
+    c.jitter = jitter
+    if lsr:
+        # RTT = now - LSR - DLSR, all in 1/65536 s (RFC 3550 6.4.1)
+        rtt = ((ntp_middle(ntp_from_unix(now)) - lsr - dlsr) & 0xFFFFFFFF) / 65536.0
+        if rtt < 60:
+            c.rtt_s = rtt
 
 
 def _ignore_batch(packets: list[bytes], arrival_ms: int) -> None:

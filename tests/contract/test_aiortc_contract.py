@@ -6,6 +6,7 @@ If an upgrade moves any of these, this file fails first and says which one.
 from __future__ import annotations
 
 import inspect
+from asyncio.selector_events import BaseSelectorEventLoop
 
 import aioice.ice
 import aiortc
@@ -109,7 +110,7 @@ async def test_selector_transports_can_be_taken_over() -> None:
             self.received += 1
 
     loop = asyncio.get_running_loop()
-    assert isinstance(loop, tap.BaseSelectorEventLoop)
+    assert isinstance(loop, BaseSelectorEventLoop)
     transport, protocol = await loop.create_datagram_endpoint(
         Counting, local_addr=("127.0.0.1", 0))
     sock = transport._sock  # type: ignore[attr-defined]

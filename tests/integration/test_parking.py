@@ -16,6 +16,7 @@ import pytest
 from aiortc import MediaStreamTrack
 
 from sfu.adapters import parking
+from sfu.fastpath import ingress as fast_ingress
 from tests.integration.rtc import harness, wait_until
 
 pytestmark = pytest.mark.integration
@@ -92,10 +93,16 @@ async def test_parking_off_keeps_an_idle_publisher_on_the_loop() -> None:
         assert h.router.subscribers["chair"].ingress._sock.fileno() in selector_fds()
 
 
-async def test_a_subscriber_is_parked_and_its_nacks_are_read_after_media(monkeypatch) -> None:
+@pytest.mark.parametrize("native", [
+    pytest.param(True, marks=pytest.mark.skipif(not fast_ingress.NATIVE, reason="not built")),
+    False])
+async def test_a_subscriber_is_parked_and_its_nacks_are_read_after_media(
+        monkeypatch, native: bool) -> None:
     # The poller's own timer effectively never fires here: whatever the subscriber's RTCP
-    # achieves, it achieves through the reads after the publisher's batches.
+    # achieves, it achieves through the reads after the publisher's batches. Both reads: C
+    # (sfu/fastpath/ingress.c, receiver reports reduced to blocks) and Python.
     monkeypatch.setattr(parking, "POLL_S", 3600.0)
+    monkeypatch.setattr(fast_ingress, "NATIVE", native)
     async with harness(park_idle_after_s=2.0) as h:
         _, tracks, _ = await h.publish("chair")
         _, got = await h.subscribe("commune", [t.id for t in tracks], loss=0.05)
@@ -111,6 +118,9 @@ async def test_a_subscriber_is_parked_and_its_nacks_are_read_after_media(monkeyp
         assert await wait_until(lambda: consumer.rtt_s is not None, 10)
         stats = h.router.stats()
         assert stats["ingress_parked_reads"] > 0 and stats["ingress_parks"] == 1
+        # The C read took the receiver reports without Python parsing them; the Python one
+        # parsed every RTCP packet itself.
+        assert (stats["ingress_report_blocks"] > 0) is native
         assert parking.poller().wakeups == 0  # nothing was left for the timer
         assert sub.ingress.wakeups == 0 and sub.ingress.datagrams > 0  # never woke the loop
         frames = video.video.frames

@@ -36,7 +36,7 @@ async def test_chair_reaches_three_subscribers_with_correct_frames_and_audio() -
         arrived = stats["packets_in"] - s0["packets_in"]
         assert forwarded >= 3 * arrived - 6  # give or take a batch in flight at either end
         assert stats["malformed_rtp"] == 0
-        # Every connection's socket is read by the SFU itself (tap.DirectIngress), not aiortc.
+        # Every connection's socket is read by the SFU itself (DirectIngress), not aiortc.
         assert stats["ingress_direct"] == 4
         assert stats["ingress_rtp_packets"] >= stats["ingress_rtp_batches"] > 0
 
