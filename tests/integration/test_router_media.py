@@ -10,6 +10,8 @@ import pylibsrtp
 import pytest
 
 from sfu.adapters import aiortc_tap as tap
+from sfu.adapters import parking
+from sfu.fastpath import ingress as fast_ingress
 from tests.integration.rtc import harness, wait_until
 
 pytestmark = pytest.mark.integration
@@ -111,11 +113,17 @@ async def test_publisher_reconnect_keeps_the_subscriber_stream_continuous() -> N
         assert stats["packets_lost"] < 20  # seq continued across the switch, no huge gap
 
 
-async def test_garbage_rtp_and_rtcp_are_counted_and_others_keep_receiving() -> None:
+@pytest.mark.parametrize("native", [
+    pytest.param(True, marks=pytest.mark.skipif(not fast_ingress.NATIVE, reason="not built")),
+    False])
+async def test_garbage_rtp_and_rtcp_are_counted_and_others_keep_receiving(
+        monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    # Both reads of the SFU's sockets: C (sfu/fastpath/ingress.c) and Python.
+    monkeypatch.setattr(fast_ingress, "NATIVE", native)
     async with harness() as h:
         pub_pc, tracks, _ = await h.publish("chair")
         ids = [t.id for t in tracks]
-        _, got = await h.subscribe("viewer", ids)
+        sub_pc, got = await h.subscribe("viewer", ids)
         assert await asyncio.wait_for(got["chair/camera"].wait_frames(10), 20)
         dtls = tap.dtls_of(pub_pc)
         assert dtls is not None
@@ -141,9 +149,21 @@ async def test_garbage_rtp_and_rtcp_are_counted_and_others_keep_receiving() -> N
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
-        for junk in (b"", b"\x80", b"\x80\x60" + bytes(range(200)), b"\x16\xfe\xfd" + b"x" * 50):
+        junks = (b"", b"\x80", b"\x80\x60" + bytes(range(200)), b"\x16\xfe\xfd" + b"x" * 50,
+                 b"\x80\x60" + b"\x01" * 3000, b"\x80\xc9" + b"\x01" * 3000)  # > pylibsrtp's buffer
+        for junk in junks:
             transport.sendto(junk, server_addr)
+        # The same at the subscriber's connection, whose socket is parked: it must stay so.
+        sub = h.router.subscribers["viewer"]
+        assert sub.ingress is not None and sub.ingress.parked
+        sub_errors, sub_read = sub.ingress.srtp_errors, sub.ingress.datagrams
+        sub_addr = tap.dtls_of(sub_pc).transport._connection._nominated[1].remote_addr
+        for junk in junks:
+            transport.sendto(junk, sub_addr)
         transport.close()
+        assert await wait_until(lambda: sub.ingress.srtp_errors >= sub_errors + 3)
+        assert sub.ingress.parked and sub.ingress in parking.poller()._parked.values()
+        assert await wait_until(lambda: sub.ingress.datagrams > sub_read + len(junks))  # RTCP
         assert await wait_until(lambda: (
             (s := h.router.stats())["malformed_rtp"] + s["unknown_ssrc"] + s["malformed_rtcp"]
             > before["malformed_rtp"] + before["unknown_ssrc"] + before["malformed_rtcp"]
