@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a publisher connection without RTP this long is read ten times a second instead "
         "of on every datagram (default 2; 0: never)",
     )
+    serve.add_argument(
+        "--frame-hold-ms",
+        type=float,
+        default=float(os.environ.get("HOINGHI_FRAME_HOLD_MS", "2")),
+        metavar="MS",
+        help="hold a video frame's first packets at most this long for its last one, so the "
+        "frame leaves in one send per subscriber (default 2, or $HOINGHI_FRAME_HOLD_MS; 0: off)",
+    )
     # Set by the front for its workers (signaling/cluster.py: worker_argv); shown in logs.
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
@@ -120,9 +128,11 @@ def _sfu_config(args: argparse.Namespace) -> Any:
     # The server's own peers use STUN only (to learn a public address); TURN is for clients.
     if args.park_idle_after < 0:
         raise ValueError("--park-idle-after must be >= 0")
+    if not 0 <= args.frame_hold_ms <= 100:
+        raise ValueError("--frame-hold-ms must be between 0 and 100")
     return SfuConfig(
         ice_hosts=tuple(args.ice_host), ice_servers=stun, client_ice_servers=stun + turn,
-        park_idle_after_s=args.park_idle_after,
+        park_idle_after_s=args.park_idle_after, frame_hold_ms=args.frame_hold_ms,
     )
 
 

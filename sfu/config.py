@@ -39,3 +39,8 @@ class SfuConfig:
     # are read ten times a second by one poller instead of waking the loop each (an idle
     # commune's camera). Its next RTP waits at most 0.1 s. 0: never.
     park_idle_after_s: float = 2.0
+    # A video frame's packets read before its last one (RTP marker bit) are held this long at
+    # most, so the frame leaves in one round of the fan-out (one send, one GSO message per
+    # subscriber) and its last packet does not wait behind a round for its first ones. 0: every
+    # batch goes out as it was read.
+    frame_hold_ms: float = 2.0

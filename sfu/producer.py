@@ -33,7 +33,7 @@ from sfu.core.rtp import (
     parse_into,
 )
 from sfu.core.stats import ReceiveStats
-from sfu.fastpath import Batch, FastGroup
+from sfu.fastpath import MAX_BATCH, Batch, FastGroup
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -95,6 +95,9 @@ class Producer:
         # them (per group) and `flush` sends each consumer its share at once.
         self.batching = False
         self._pending: dict[FastGroup, Batch] = {}
+        self._queued = 0  # packets in _pending
+        self._open = False  # the last one queued did not end its frame (no marker bit)
+        self.frames_held = 0  # batches kept back by the ingress for the rest of their frame
         self.packets = 0
         self.octets = 0
         self.forwarded = 0
@@ -280,7 +283,8 @@ class Producer:
         # packed array.
         one = [(only.ext_key, FastGroup([only], native=False))] if only is not None else None
         groups = self.fast if one is None else one
-        queue = self._pending if self.batching and one is None else None
+        # Queued while batching, and behind anything already queued (a held frame): in order.
+        queue = self._pending if (self.batching or self._pending) and one is None else None
         sent = 0
         for key, g in groups:
             ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
@@ -292,12 +296,22 @@ class Producer:
                                                 seq, ts))
             else:
                 sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
+        if queue is not None:
+            self._queued += 1
+            self._open = not mark
         self._sent(sent, [g for _, g in groups])
+
+    @property
+    def frame_open(self) -> bool:
+        """A video frame is queued but its last packet has not come yet (and the queue is not
+        full): the ingress may hold it back until it does (sfu/transports/webrtc.py)."""
+        return self.video and self._open and bool(self._pending) and self._queued < MAX_BATCH
 
     def flush(self) -> None:
         """Send what the fan-out queued while batching: per group, every consumer gets the
         queued packets in order, in one call (one sendmmsg each on the C path)."""
         pending = self._pending
+        self._queued, self._open = 0, False
         if not pending:
             return
         self._pending = {}

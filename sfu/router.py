@@ -100,15 +100,13 @@ class Router:
         self.subscribers: dict[str, SubscriberConnection] = {}
         self.counters = MediaCounters()
         self._locks: dict[str, asyncio.Lock] = {}
-        # Conference control (floor, Last-N) tells the router what to forward; it never
-        # decides itself.
+        # Conference control (floor, Last-N) tells the router what to forward, never decides.
         self._audio_blocked: set[str] = set()  # participants whose audio is not forwarded
         self._video_from: dict[str, frozenset[str]] = {}  # subscriber -> publishers it sees
         self.speaker = SpeakerDetector(time.time())
         # Called with the new dominant speaker's id (sync; schedule any I/O yourself).
         self.on_dominant_speaker: Callable[[str], None] | None = None
-        # Called with subscribers whose connection went with another worker (sfu/span.py):
-        # their sessions must rejoin.
+        # Called with subscribers whose connection went with another worker (must rejoin).
         self.on_subscribers_lost: Callable[[list[str]], None] | None = None
         # Run after every publisher batch (`poll`), with an idle fallback: sfu/timers.py.
         self.timers = RoomTimers(room_id, self._tick, self._speaker_tick, self._report)
@@ -135,7 +133,8 @@ class Router:
                 pub = old  # renegotiation on the same connection
             else:
                 pub = PublisherConnection(participant_id, new_peer_connection(self.config),
-                                          self.counters, self.config.park_idle_after_s)
+                                          self.counters, self.config.park_idle_after_s,
+                                          self.config.frame_hold_ms / 1000)
                 pub.ufrag = ice_ufrag(sdp)
             try:
                 await pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -435,6 +434,7 @@ class Router:
             "unknown_ssrc": self.counters.unknown_ssrc,
             "plis_sent": sum(p.plis_sent for p in producers),
             "keyframes_seen": sum(p.keyframes_seen for p in producers),
+            "frames_held": sum(p.frames_held for p in producers),
             "nacks_sent": sum(p.nack.nacked for p in producers if p.nack is not None),
             "nack_recovered": sum(p.nack.recovered for p in producers if p.nack is not None),
             "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),

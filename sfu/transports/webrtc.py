@@ -7,6 +7,7 @@ slots (one Consumer each) and reads the subscriber's RTCP: PLI/FIR, NACK, receiv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -70,11 +71,13 @@ class MediaCounters:
 
 class PublisherConnection:
     def __init__(self, participant_id: str, pc: RTCPeerConnection, counters: MediaCounters,
-                 park_after_s: float = 0.0):
+                 park_after_s: float = 0.0, frame_hold_s: float = 0.0):
         self.participant_id = participant_id
         self.pc = pc
         self.counters = counters
         self.park_after_s = park_after_s  # idle this long (no RTP): read by the shared poller
+        self.frame_hold_s = frame_hold_s  # SfuConfig.frame_hold_ms
+        self._hold: asyncio.TimerHandle | None = None  # releases a held frame
         self.ufrag: str | None = None
         self.by_ssrc: dict[int, tuple[Producer, bool]] = {}  # ssrc -> (producer, is_rtx)
         self.by_pt: dict[int, tuple[Producer, bool]] = {}  # for SSRCs not in the SDP
@@ -105,6 +108,7 @@ class PublisherConnection:
 
     def retire(self) -> None:
         """Stop routing: the tracks now come from a newer connection."""
+        self._release()
         self.by_ssrc.clear()
         self.by_pt.clear()
         self.sources.clear()
@@ -125,23 +129,38 @@ class PublisherConnection:
 
     def on_rtp_batch(self, packets: list[bytes], arrival_ms: int) -> None:
         """Packets one wake-up read together: the producers send each subscriber its share of
-        them in one go (`Producer.flush`), after every packet went through `on_rtp`."""
-        if len(packets) == 1:
+        them in one go (`Producer.flush`), after every packet went through `on_rtp`. A video
+        frame whose last packet has not come yet is held for it (at most frame_hold_s)."""
+        producers = self.producers
+        for p in producers:
+            p.batching = True
+        held = False
+        try:
             for data in packets:
                 self.on_rtp(data, arrival_ms)
-        else:
-            producers = self.producers
+        finally:
             for p in producers:
-                p.batching = True
-            try:
-                for data in packets:
-                    self.on_rtp(data, arrival_ms)
-            finally:
-                for p in producers:
-                    p.batching = False
+                p.batching = False
+                if self.frame_hold_s and p.frame_open:
+                    p.frames_held += 1
+                    held = True
+                else:
                     p.flush()
+        if held and self._hold is None:
+            self._hold = asyncio.get_running_loop().call_later(self.frame_hold_s, self._release)
+        elif not held and self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self.after_batch is not None:
             self.after_batch(time.time())
+
+    def _release(self) -> None:
+        """The hold expired (the frame's last packet is late or lost), or routing stops."""
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
+        for p in self.producers:
+            p.flush()
 
     # ------------------------------------------------------------------ taps (hot)
     def on_rtp(self, data: bytes, arrival_ms: int) -> None:

@@ -475,3 +475,8 @@ def test_park_idle_after_reaches_the_sfu_config() -> None:
     assert config("--park-idle-after", "0").park_idle_after_s == 0  # never
     with pytest.raises(ValueError):
         config("--park-idle-after", "-1")
+    assert config().frame_hold_ms == 2.0
+    assert config("--frame-hold-ms", "0").frame_hold_ms == 0  # every batch as read
+    for bad in ("-1", "1000"):
+        with pytest.raises(ValueError):
+            config("--frame-hold-ms", bad)
