@@ -447,7 +447,7 @@ class Router:
             "ingress_rtp_packets": sum(i.rtp for i in ingress),
             "ingress_wakeups": sum(i.wakeups for i in ingress),
             "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
-            "ingress_report_blocks": sum(i.report_blocks for i in ingress),  # C path's RRs
+            "ingress_reports": sum(i.reports for i in ingress),  # SRs, RR blocks read in C
             "ingress_parked": sum(i.parked for i in ingress),  # idle publishers, subscribers
             "ingress_parks": sum(i.parks for i in ingress),
             "ingress_checks_answered": sum(i.checks_answered for i in ingress),  # peers' checks

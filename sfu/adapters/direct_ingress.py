@@ -28,7 +28,9 @@ from sfu.fastpath import ingress as fast
 
 log = logging.getLogger(__name__)
 
-ReportsTap = Callable[[list[list[int]]], None]  # report blocks: [ssrc, fraction, jitter, lsr, dlsr]
+# What the C read reduced report-only RTCP to: SRs' (ssrc, NTP, RTP time), report blocks
+# [ssrc, fraction lost, jitter, LSR, DLSR].
+ReportsTap = Callable[[list[tuple[int, int, int]], list[list[int]]], None]
 
 RECV_SIZE = 65536  # loopback's MTU: what asyncio would hand over, never truncated
 _PRFLX_PRIORITY = aioice.candidate.candidate_priority(1, "prflx")  # as aioice's own checks
@@ -58,7 +60,7 @@ class DirectIngress:
 
     __slots__ = ("_ctx", "_ice", "_last_rtp", "_loop", "_on_reports", "_on_rtcp", "_on_rtp_batch",
                  "_park_after", "_peer", "_protocol", "_rx", "_sock", "_transport", "batches",
-                 "checks_answered", "datagrams", "parked", "parks", "report_blocks", "rtp",
+                 "checks_answered", "datagrams", "parked", "parks", "reports", "rtp",
                  "srtp_errors", "wakeups")
 
     def __init__(self, rx: object, protocol: object, transport: object, sock: object,
@@ -73,7 +75,7 @@ class DirectIngress:
         self._park_after, self._last_rtp, self.parked = park_after_s, time.monotonic(), False
         self.batches = self.datagrams = self.rtp = self.srtp_errors = self.wakeups = 0
         self.parks = self.checks_answered = 0
-        self.report_blocks = 0  # report blocks the C read took out of RTCP (no Python parse)
+        self.reports = 0  # SRs and report blocks the C read took out of RTCP (no Python parse)
 
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap,
@@ -83,8 +85,8 @@ class DirectIngress:
         DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop.
         `park_after_s` > 0: park the socket after that long without RTP (see the class);
         `park_now`: parked at once (a subscriber's, which brings RTCP only). `on_reports`
-        takes the report blocks of RTCP that the C read reduced to them (none: dropped); every
-        other RTCP goes to `on_rtcp`, decrypted."""
+        takes the senders' clocks and report blocks of RTCP that the C read reduced to them
+        (none: dropped); every other RTCP goes to `on_rtcp`, decrypted."""
         loop = asyncio.get_running_loop()
         rx = getattr(dtls, "_rx_srtp", None)
         if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
@@ -170,12 +172,15 @@ class DirectIngress:
         out = fast.OUT
         batch: list[bytes] = []
         blocks: list[list[int]] = []
+        senders: list[tuple[int, int, int]] = []
         for i in range(0, len(recs), fast.FIELDS):
             kind, off, end = recs[i], recs[i + 1], recs[i + 1] + recs[i + 2]
             if kind == fast.REC_RTP:
                 batch.append(bytes(out[off:end]))
             elif kind == fast.REC_BLOCK:
                 blocks.append(recs[i + 3 : i + 8])
+            elif kind == fast.REC_SENDER:
+                senders.append((recs[i + 3], (recs[i + 4] << 32) | recs[i + 5], recs[i + 6]))
             elif kind == fast.REC_RTCP:
                 self._tap_rtcp(bytes(out[off:end]))
             elif kind == fast.REC_RAW:
@@ -184,10 +189,10 @@ class DirectIngress:
                 self.srtp_errors += 1
             else:  # REC_OS_ERROR, e.g. ICMP port unreachable: as asyncio would report it
                 self._protocol.error_received(OSError(recs[i + 3], os.strerror(recs[i + 3])))
-        if blocks and self._on_reports is not None:
-            self.report_blocks += len(blocks)
+        if (blocks or senders) and self._on_reports is not None:
+            self.reports += len(blocks) + len(senders)
             try:
-                self._on_reports(blocks)
+                self._on_reports(senders, blocks)
             except Exception:
                 _tap_failed("RTCP report tap failed (reports dropped)")
         return batch, n

@@ -2,9 +2,9 @@
  *
  * One call drains up to max_datagrams datagrams from a connection's UDP socket into one
  * buffer: SRTP is unprotected in place, SRTCP too, and a compound RTCP packet that carries
- * nothing but reception reports and packets the SFU ignores (RR, SDES, BYE, REMB, APP, XR...)
- * is reduced to its report blocks here, so Python sees five numbers per block instead of a
- * datagram to unprotect, parse and walk. Everything else (RTP, feedback that needs an
+ * nothing but reports and packets the SFU ignores (SR, RR, SDES, BYE, REMB, APP, XR...) is
+ * reduced to its senders' clocks and report blocks here, so Python sees a few numbers per
+ * report instead of a datagram to unprotect, parse and walk. Everything else (RTP, feedback that needs an
  * answer, SRs, anything malformed, STUN and DTLS) comes back as a record pointing into the
  * buffer, in arrival order, for Python to handle as it always has.
  *
@@ -24,6 +24,7 @@ enum {
                             * id; the 16 address bytes follow the data at off + len */
     FP_REC_SRTP_ERROR = 5, /* a: libsrtp status (replayed, forged, garbled: dropped) */
     FP_REC_OS_ERROR = 6,   /* a: errno of a failed recvfrom (ICMP unreachable...) */
+    FP_REC_SENDER = 7,     /* an SR's sender info: a: ssrc, b/c: NTP high/low, d: RTP time */
 };
 
 typedef struct {
@@ -65,10 +66,29 @@ static int fp_sdes_ok(const unsigned char *d, int pos, int end, int count)
     return 0;
 }
 
+/* Report blocks at b (count of them) as BLOCK records; -1 when recs cannot take them. */
+static int fp_blocks(const unsigned char *b, int count, fp_rec *recs, int n, int max_recs)
+{
+    if (n + count > max_recs)
+        return -1;
+    for (int i = 0; i < count; i++, b += 24) {
+        fp_rec *r = &recs[n++];
+        memset(r, 0, sizeof *r);
+        r->kind = FP_REC_BLOCK;
+        r->a = fp_u32(b);
+        r->b = b[4];
+        r->c = fp_u32(b + 12);
+        r->d = fp_u32(b + 16);
+        r->e = fp_u32(b + 20);
+    }
+    return n;
+}
+
 /* A decrypted compound RTCP packet: when every packet in it is one the SFU only reads
- * reception reports from or ignores, and well-formed as sfu/core/rtcp.py's parse_rtcp
- * checks it, writes a BLOCK record per report block and returns how many; -1 when Python
- * must see it (feedback to answer, an SR, anything parse_rtcp would reject or not check). */
+ * reports from or ignores, and well-formed as sfu/core/rtcp.py's parse_rtcp checks it,
+ * writes a SENDER record per SR and a BLOCK record per report block and returns how many
+ * records; -1 when Python must see it (feedback to answer, anything parse_rtcp would reject
+ * or not check). */
 static int fp_rtcp_scan(const unsigned char *d, int len, fp_rec *recs, int max_recs)
 {
     int pos = 0, n = 0;
@@ -94,20 +114,25 @@ static int fp_rtcp_scan(const unsigned char *d, int len, fp_rec *recs, int max_r
             end -= pad;
         }
         switch (pt) {
-        case 201: /* RR */
-            if (end - start < 4 + 24 * count || n + count > max_recs)
+        case 200: /* SR: the sender's clock (a publisher's lip sync), then its blocks */
+            if (end - start < 24 + 24 * count || n + 1 > max_recs)
                 return -1;
-            for (int i = 0; i < count; i++) {
-                const unsigned char *b = d + start + 4 + 24 * i;
-                fp_rec *r = &recs[n++];
-                memset(r, 0, sizeof *r);
-                r->kind = FP_REC_BLOCK;
-                r->a = fp_u32(b);
-                r->b = b[4];
-                r->c = fp_u32(b + 12);
-                r->d = fp_u32(b + 16);
-                r->e = fp_u32(b + 20);
-            }
+            memset(&recs[n], 0, sizeof recs[n]);
+            recs[n].kind = FP_REC_SENDER;
+            recs[n].a = fp_u32(d + start);
+            recs[n].b = fp_u32(d + start + 4);
+            recs[n].c = fp_u32(d + start + 8);
+            recs[n].d = fp_u32(d + start + 12);
+            n = fp_blocks(d + start + 24, count, recs, n + 1, max_recs);
+            if (n < 0)
+                return -1;
+            break;
+        case 201: /* RR */
+            if (end - start < 4 + 24 * count)
+                return -1;
+            n = fp_blocks(d + start + 4, count, recs, n, max_recs);
+            if (n < 0)
+                return -1;
             break;
         case 202: /* SDES */
             if (fp_sdes_ok(d, start, end, count) != 0)
@@ -125,7 +150,6 @@ static int fp_rtcp_scan(const unsigned char *d, int len, fp_rec *recs, int max_r
             if (end - start < 16 || end - start < 16 + 4 * d[start + 12])
                 return -1;
             break;
-        case 200: /* SR: a publisher's clock, read in Python */
         case 205: /* RTPFB: NACK and the like */
             return -1;
         default: /* APP, XR, ...: parse_rtcp checks nothing in them either */

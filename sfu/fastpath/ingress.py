@@ -1,9 +1,10 @@
 """A connection's socket read in C (ingress.c), when the helper was built.
 
 `read(fd, ctx, max_datagrams)` drains up to that many datagrams: SRTP and SRTCP unprotected in
-place with the connection's libsrtp context, receiver reports reduced to their blocks, the rest
-described for Python (sfu/adapters/aiortc_tap.py: DirectIngress, which keeps the pure-Python
-read as the fallback, selected by the same tests with `NATIVE`).
+place with the connection's libsrtp context, RTCP that only reports reduced to its senders'
+clocks (SR) and report blocks, the rest described for Python (sfu/adapters/direct_ingress.py:
+DirectIngress, which keeps the pure-Python read as the fallback, selected by the same tests
+with `NATIVE`).
 
 The records and the data they point at live in two process-wide buffers (one event loop reads
 at a time, and each result is consumed before the next read), so a read allocates nothing but
@@ -20,7 +21,7 @@ from pylibsrtp._binding import lib as _srtp_lib
 
 from sfu.fastpath import AVAILABLE, _ffi, _lib
 
-REC_RTP, REC_RTCP, REC_BLOCK, REC_RAW, REC_SRTP_ERROR, REC_OS_ERROR = 1, 2, 3, 4, 5, 6
+REC_RTP, REC_RTCP, REC_BLOCK, REC_RAW, REC_SRTP_ERROR, REC_OS_ERROR, REC_SENDER = range(1, 8)
 FIELDS = 8  # uint32 per record: kind, off, len, a, b, c, d, e
 MAX_RECORDS = 1024
 OUT_SIZE = 32 * 2048 + 2 * 65552  # a batch of media packets, or two of the largest datagrams
@@ -75,11 +76,14 @@ def raw_address(family: int, port: int, flowinfo: int, scope_id: int,
     return socket.inet_ntop(socket.AF_INET, OUT[at : at + 4]), port
 
 
-def scan_rtcp(data: bytes) -> list[tuple[int, int, int, int, int]] | None:
-    """ingress.c's RTCP classifier alone (tests): the report blocks (ssrc, fraction lost,
-    jitter, LSR, DLSR) of a compound the C path takes whole, None when Python must see it."""
+def scan_rtcp(data: bytes) -> tuple[list[tuple[int, int, int]], list[tuple[int, ...]]] | None:
+    """ingress.c's RTCP classifier alone (tests): the SRs' (ssrc, NTP, RTP time) and the report
+    blocks (ssrc, fraction lost, jitter, LSR, DLSR) of a compound the C read takes whole, None
+    when Python must see it."""
     recs = _ffi.new("fp_rec[]", 64)
     n = _lib.fp_rtcp_scan(data, len(data), recs, 64)
     if n < 0:
         return None
-    return [(r.a, r.b, r.c, r.d, r.e) for r in (recs[i] for i in range(n))]
+    rows = [recs[i] for i in range(n)]
+    return ([(r.a, (r.b << 32) | r.c, r.d) for r in rows if r.kind == REC_SENDER],
+            [(r.a, r.b, r.c, r.d, r.e) for r in rows if r.kind == REC_BLOCK])

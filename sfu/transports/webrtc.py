@@ -121,7 +121,7 @@ class PublisherConnection:
         for src in self.sources.values():
             src.path = self.path
         self.ingress = DirectIngress.attach(dtls, self.on_rtp_batch, self.on_rtcp,
-                                            self.park_after_s)
+                                            self.park_after_s, on_reports=self.on_reports)
 
     def on_rtp_single(self, data: bytes, arrival_ms: int) -> None:
         """aiortc's own receive path (before DirectIngress took the socket over)."""
@@ -216,8 +216,13 @@ class PublisherConnection:
         except RtcpError:
             self.counters.rtcp_malformed += 1
             return
+        self.on_reports(reports, [])
+
+    def on_reports(self, senders: list[tuple[int, ...]], blocks: list[list[int]]) -> None:
+        """Its SRs' (ssrc, NTP, RTP time), from `on_rtcp` or from the C read (which reduced
+        report-only RTCP to them, sfu/fastpath/ingress.c); report blocks are of no use here."""
         now = time.time()
-        for ssrc, ntp, rtp_ts in reports:
+        for ssrc, ntp, rtp_ts in senders:
             entry = self.by_ssrc.get(ssrc)
             if entry is not None and not entry[1]:
                 entry[0].set_sender_report(ntp, rtp_ts, now)
@@ -286,9 +291,10 @@ class SubscriberConnection:
                     if c is not None:
                         _on_report(c, b.fraction_lost, b.jitter, b.lsr, b.dlsr, now)
 
-    def on_reports(self, blocks: list[list[int]]) -> None:
-        """Report blocks [ssrc, fraction lost, jitter, LSR, DLSR] of receiver reports that the
-        C read took whole (sfu/fastpath/ingress.c); other RTCP comes to `on_rtcp`."""
+    def on_reports(self, senders: list[tuple[int, int, int]], blocks: list[list[int]]) -> None:
+        """Report blocks [ssrc, fraction lost, jitter, LSR, DLSR] of the reports that the C read
+        took whole (sfu/fastpath/ingress.c; a subscriber's SRs carry nothing else we use);
+        other RTCP comes to `on_rtcp`."""
         now = time.time()
         for ssrc, fraction_lost, jitter, lsr, dlsr in blocks:
             c = self.by_ssrc.get(ssrc)
