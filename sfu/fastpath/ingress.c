@@ -4,13 +4,13 @@
  * buffer: SRTP is unprotected in place, SRTCP too, and a compound RTCP packet that carries
  * nothing but reports and packets the SFU ignores (SR, RR, SDES, BYE, REMB, APP, XR...) is
  * reduced to its senders' clocks and report blocks here, so Python sees a few numbers per
- * report instead of a datagram to unprotect, parse and walk. Everything else (RTP, feedback that needs an
- * answer, SRs, anything malformed, STUN and DTLS) comes back as a record pointing into the
- * buffer, in arrival order, for Python to handle as it always has.
+ * report instead of a datagram to unprotect, parse and walk. Everything else (RTP, feedback
+ * that needs an answer, anything malformed, STUN and DTLS) comes back as a record pointing
+ * into the buffer, in arrival order, for Python to handle as it always has.
  *
- * Why: a subscriber's receiver reports are most of what an idle connection costs, ~2 a second
- * each, each read on a wake-up with cold caches. libsrtp is pylibsrtp's statically linked copy,
- * called through function pointers as in fanout.c.
+ * Why: reports are most of what a connection without media costs (a subscriber's RRs, an
+ * idle publisher's SRs: ~2 a second each), each read with cold caches. libsrtp is
+ * pylibsrtp's statically linked copy, called through function pointers as in fanout.c.
  *
  * Appended to fanout.c in the module cffi generates (sfu/fastpath/_build.py).
  */
