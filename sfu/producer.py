@@ -95,8 +95,6 @@ class Producer:
         # them (per group) and `flush` sends each consumer its share at once.
         self.batching = False
         self._pending: dict[FastGroup, Batch] = {}
-        self._queued = 0  # packets in _pending
-        self._open = False  # the last one queued did not end its frame (no marker bit)
         self.frames_held = 0  # batches kept back by the ingress for the rest of their frame
         self.packets = 0
         self.octets = 0
@@ -296,22 +294,21 @@ class Producer:
                                                 seq, ts))
             else:
                 sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
-        if queue is not None:
-            self._queued += 1
-            self._open = not mark
         self._sent(sent, [g for _, g in groups])
 
     @property
     def frame_open(self) -> bool:
         """A video frame is queued but its last packet has not come yet (and the queue is not
         full): the ingress may hold it back until it does (sfu/transports/webrtc.py)."""
-        return self.video and self._open and bool(self._pending) and self._queued < MAX_BATCH
+        if not self.video or not self._pending:
+            return False
+        batch = next(iter(self._pending.values()))  # every group queues the same packets
+        return len(batch) < MAX_BATCH and not batch[-1][2]  # (tail, b0, mark, seq, ts)
 
     def flush(self) -> None:
         """Send what the fan-out queued while batching: per group, every consumer gets the
         queued packets in order, in one call (one sendmmsg each on the C path)."""
         pending = self._pending
-        self._queued, self._open = 0, False
         if not pending:
             return
         self._pending = {}
