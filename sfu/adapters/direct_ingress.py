@@ -3,7 +3,8 @@
 Part of the aiortc adapter (sfu/adapters/aiortc_tap.py, same pin, same contract tests): it
 reaches into aioice's nominated pair, asyncio's selector loop and pylibsrtp's sessions. The
 read itself is in C where the helper was built (sfu/fastpath/ingress.c: unprotect in place,
-receiver reports reduced to their blocks), in Python otherwise; the same tests run both.
+report-only RTCP reduced to senders' clocks and report blocks), in Python otherwise; the
+same tests run both.
 """
 
 from __future__ import annotations
