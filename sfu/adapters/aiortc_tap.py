@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 import aioice.candidate
 import aioice.ice
+import aiortc.rtcdtlstransport as _dtls_module
 import aiortc.rtcpeerconnection as _pc_module
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -69,12 +71,47 @@ def set_ice_hosts(hosts: tuple[str, ...] | list[str]) -> None:
 # ---------------------------------------------------------------------------- subclasses
 
 
+TX_WINDOW = 128
+"""Packets a sending SRTP stream remembers (aiortc: 1,024, as for receiving). libsrtp shifts
+that bitmap on every packet it protects (`bitvector_left_shift`, ~2 % of the server's CPU with
+50 subscribers at 1,024); 128 costs a fourth of the words. The one thing a smaller window
+refuses: re-sending, without RTX, a packet more than 128 behind the newest (~1 s of video),
+which no NACK answer should do anyway (aiortc's own senders keep 128 packets for it)."""
+
+
+class _TxWindowPolicy(pylibsrtp.Policy):
+    """aiortc's policy with the sending window cut to TX_WINDOW (receiving unchanged)."""
+
+    @property  # type: ignore[override]
+    def window_size(self) -> int:
+        return int(self._policy.window_size)
+
+    @window_size.setter
+    def window_size(self, size: int) -> None:
+        if self._policy.ssrc.type == pylibsrtp.Policy.SSRC_ANY_OUTBOUND:
+            size = min(size, TX_WINDOW)
+        self._policy.window_size = size
+
+
 class TapDtlsTransport(RTCDtlsTransport):
-    """Hands decrypted RTP/RTCP to taps when claimed; aiortc's routing otherwise."""
+    """Hands decrypted RTP/RTCP to taps when claimed (and sends with a TX_WINDOW-packet SRTP
+    replay window then); aiortc's routing otherwise."""
 
     _rtp_tap: RtpTap | None = None
     _rtcp_tap: RtcpTap | None = None
     tap_errors = 0
+
+    def _setup_srtp(self) -> None:
+        if self._rtcp_tap is None:  # not claimed: stock aiortc
+            super()._setup_srtp()
+            return
+        # aiortc builds its policies from its module's `Policy`: ours for this call only (it
+        # is synchronous, so no other transport can see the swap).
+        _dtls_module.Policy = _TxWindowPolicy
+        try:
+            super()._setup_srtp()
+        finally:
+            _dtls_module.Policy = pylibsrtp.Policy
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         tap = self._rtp_tap

@@ -129,3 +129,62 @@ async def test_selector_transports_can_be_taken_over() -> None:
     transport.close()  # removes the fd's reader at once (the socket closes a callback later)
     assert fd not in loop._selector.get_map()  # type: ignore[attr-defined]
     tx.close()
+
+
+def test_setup_srtp_builds_policies_from_its_module() -> None:
+    # TapDtlsTransport._setup_srtp swaps the module's `Policy` for the call to cut the
+    # sending window: aiortc must build both policies through that name, synchronously.
+    import aiortc.rtcdtlstransport as dtls_module
+
+    src = inspect.getsource(RTCDtlsTransport._setup_srtp)
+    assert dtls_module.Policy is pylibsrtp.Policy
+    assert "tx_policy = Policy(" in src and "tx_policy.window_size = 1024" in src
+    assert "rx_policy = Policy(" in src and "rx_policy.window_size = 1024" in src
+    assert not inspect.iscoroutinefunction(RTCDtlsTransport._setup_srtp)
+
+
+def _rtp(seq: int) -> bytes:
+    return bytes([0x80, 111]) + seq.to_bytes(2, "big") + bytes(4) + (4242).to_bytes(4, "big") \
+        + bytes(40)
+
+
+async def test_claimed_transport_sends_with_a_small_replay_window() -> None:
+    # Two real aiortc peers on loopback; the first one's transport is claimed, as the
+    # router's are, the second is stock aiortc (a client).
+    import asyncio
+
+    import aiortc.rtcdtlstransport as dtls_module
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    tap.install()
+    tap.set_ice_hosts(["127.0.0.1"])
+    server, client = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2))
+    try:
+        client.addTransceiver("audio", direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        await server.setRemoteDescription(client.localDescription)
+        await server.setLocalDescription(await server.createAnswer())
+        tap.claim_transport(server, None, lambda data: None)
+        await client.setRemoteDescription(server.localDescription)
+        async with asyncio.timeout(20):
+            while server.connectionState != "connected" or client.connectionState != "connected":
+                await asyncio.sleep(0.02)  # aiortc offers no event for both sides at once
+        assert dtls_module.Policy is pylibsrtp.Policy  # the swap did not outlive the call
+        ours, theirs = tap.dtls_of(server), tap.dtls_of(client)
+        # Sending: a repeat within 128 packets is protected, one 200 behind is refused.
+        ours._tx_srtp.protect(_rtp(5000))
+        ours._tx_srtp.protect(_rtp(4900))
+        try:
+            ours._tx_srtp.protect(_rtp(4800))
+            raise AssertionError("a packet 200 behind was protected: window still 1,024")
+        except pylibsrtp.Error:
+            pass
+        # Stock aiortc (unclaimed) keeps 1,024 for sending, and so do we for receiving.
+        theirs._tx_srtp.protect(_rtp(6000))
+        late = theirs._tx_srtp.protect(_rtp(5800))
+        assert ours._rx_srtp.unprotect(theirs._tx_srtp.protect(_rtp(6001)))[2:4] == b"\x17\x71"
+        assert ours._rx_srtp.unprotect(late)[2:4] == (5800).to_bytes(2, "big")
+    finally:
+        await server.close()
+        await client.close()
+        tap.set_ice_hosts([])
