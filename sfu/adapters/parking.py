@@ -11,7 +11,8 @@ most POLL_S and unparks it (sfu/adapters/aiortc_tap.py: DirectIngress).
 Subscribers' connections are parked from the start: all they ever send is RTCP (receiver
 reports, NACK, PLI, REMB) and consent checks, a wake-up each, as many as the forwarding's own
 at 50 subscribers. While media flows the set is also drained after every media batch
-(`drain`, the loop is awake anyway), so a NACK waits for the next incoming packet, not POLL_S.
+(`drain`, the loop is awake anyway), so a NACK waits for the next incoming packet, not POLL_S,
+and the timer is pushed back meanwhile: no wake-ups of its own while media flows.
 
 Only asyncio and the epoll fd here; what a parked socket's reader does is the caller's.
 """
@@ -75,15 +76,29 @@ class Poller:
         """The timer: read every parked socket that has something, and come back (tests call
         it too)."""
         self._timer = None
-        self._polls += 1
         if self.drain():
             self.wakeups += 1
+        self._count_poll()
+        if self._parked and not self._loop.is_closed():
+            self._timer = self._loop.call_later(POLL_S, self.poll)
+
+    def after_media(self) -> None:
+        """A media batch woke the loop: drain now, and push the timer back so that it costs
+        no wake-up of its own while media flows (re-armed at most every POLL_S / 2, as
+        sfu/timers.py does for the rooms' timers)."""
+        self.drain()
+        timer = self._timer
+        if timer is not None and timer.when() - self._loop.time() < POLL_S / 2:
+            timer.cancel()
+            self._count_poll()
+            self._timer = self._loop.call_later(POLL_S, self.poll)
+
+    def _count_poll(self) -> None:
+        self._polls += 1
         if self._polls % _SWEEP_EVERY == 0:
             for fd, reader in list(self._parked.items()):
                 if not reader.active:
                     self.remove(fd, reader)
-        if self._parked and not self._loop.is_closed():
-            self._timer = self._loop.call_later(POLL_S, self.poll)
 
     def drain(self) -> bool:
         """Read every parked socket that has something now; True if any had. One epoll_wait
@@ -148,4 +163,4 @@ def drain() -> None:
     from subscribers; a parked publisher's first packet)."""
     found = _services(asyncio.get_running_loop()).get(Poller)
     if found is not None:  # none parked ever in this loop: nothing to read
-        found.drain()
+        found.after_media()

@@ -173,3 +173,34 @@ async def test_drain_of_a_loop_that_never_parked_creates_nothing() -> None:
     loop = asyncio.get_running_loop()
     drain()
     assert Poller not in loop.__dict__.get("_hoinghi_services", {})
+
+
+async def test_media_pushes_the_timer_back_and_still_sweeps(pair) -> None:  # type: ignore[no-untyped-def]
+    rx, tx = pair
+    loop = asyncio.get_running_loop()
+    p = poller()  # the loop's own, which the module-level drain() (after media) reaches
+    try:
+        reader = Reader(rx)
+        p.add(rx.fileno(), reader)
+        first = p._timer
+        assert first is not None
+        tx.send(b"rr")
+        drain()  # the timer is a full POLL_S away: read now, timer left alone
+        assert reader.got == [b"rr"] and p._timer is first
+        # The timer is due within POLL_S / 2 (as if media had flowed that long): pushed back.
+        first.cancel()
+        p._timer = due = loop.call_at(loop.time() + POLL_S / 4, p.poll)
+        drain()
+        assert due.cancelled() and p._timer is not None and p._timer is not due
+        assert p._timer.when() - loop.time() > POLL_S / 2
+        assert p.wakeups == 0  # none of it was the timer's
+        # A reader whose socket closed is swept out by the pushes too, not only by the timer.
+        reader.closed = True
+        for _ in range(10):  # _SWEEP_EVERY
+            p._timer.cancel()
+            p._timer = loop.call_at(loop.time(), p.poll)
+            drain()
+        assert len(p) == 0
+    finally:
+        p.close()
+        loop.__dict__.get("_hoinghi_services", {}).clear()
