@@ -138,8 +138,6 @@ def _sfu_config(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
-    import uvicorn
-
     from signaling.app import create_app
     from signaling.config import ConfigError, SignalingConfig
 
@@ -174,17 +172,7 @@ def _serve(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
         app = create_front_app(config, serve_args, workers)
     else:
         app = create_app(config)
-    uv_config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        # The app refuses frames over 64 KiB with `too_large` (docs/signaling.md) and so must
-        # see them; the websocket layer cuts off anything far bigger before it is buffered.
-        ws_max_size=4 * config.max_message_bytes,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-    )
-    server = _listening_server(uv_config)
+    server = _listening_server(_uvicorn_config(app, args, config.max_message_bytes))
     asyncio.run(server.serve())
     return 0 if server.started else 1
 
@@ -211,6 +199,25 @@ def _limit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if rate:
         overrides["rate"] = replace(RateLimits(), **rate)
     return overrides
+
+
+def _uvicorn_config(app: Any, args: argparse.Namespace, max_message_bytes: int) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        # The app refuses frames over 64 KiB with `too_large` (docs/signaling.md) and so must
+        # see them; the websocket layer cuts off anything far bigger before it is buffered.
+        ws_max_size=4 * max_message_bytes,
+        # No websocket-level pings: the protocol's own keepalive (a client ping every
+        # keepalive_s, silent connections closed after 3x) already finds dead peers and keeps
+        # NATs open; uvicorn's would add a timer, a frame and a pong per bridge every 20 s.
+        ws_ping_interval=None,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+    )
 
 
 MAIN_LOOP_S = 1.0  # the server's housekeeping tick (uvicorn's is 0.1 s)

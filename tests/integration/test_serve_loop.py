@@ -93,3 +93,12 @@ async def test_date_header_is_renewed_by_each_tick(
     finally:
         task.cancel()
         sock.close()
+
+
+def test_serve_leaves_keepalive_to_the_protocol() -> None:
+    # docs/signaling.md's ping/pong finds dead peers; websocket-level pings would only add a
+    # timer, a frame and a pong per bridge every 20 s.
+    args = hoinghi_cli._parser().parse_args(["serve", "--port", "0"])
+    config = hoinghi_cli._uvicorn_config(Starlette(), args, 65536)
+    assert config.ws_ping_interval is None
+    assert config.ws_max_size == 4 * 65536 and config.host == "127.0.0.1"
