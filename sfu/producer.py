@@ -78,6 +78,9 @@ class Producer:
         self.ring = RetransmitRing(config.retransmit_cache)
         self.nack = NackGenerator() if self.video else None
         self.keyframes = KeyframeThrottle(config.keyframe_interval_s)
+        # The room's producers with timer work (`timer_work`): its tick visits only those, not
+        # the thousands of idle tracks of a national conference. Set by the router.
+        self.ticking: set[Producer] | None = None
         self.waiting_keyframe = False
         self.stats = ReceiveStats(clock_rate)
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival) from pub
@@ -214,8 +217,8 @@ class Producer:
     def on_rtp(self, data: bytes, h: RtpHeader, now: float) -> None:
         seq = h.seq
         self.stats.add(seq, h.ts, now)
-        if self.nack is not None:
-            self.nack.on_packet(seq, now * 1000.0)
+        if self.nack is not None and self.nack.on_packet(seq, now * 1000.0):
+            self._needs_tick()
         self.ring.put(seq, data)
         for pipe in self.pipes:
             pipe.rtp(data)
@@ -334,9 +337,21 @@ class Producer:
         self.waiting_keyframe = True
         if self.keyframes.request(now):
             self._send_pli()
+        else:
+            self._needs_tick()  # deferred: `tick` sends it when the interval ends
+
+    @property
+    def timer_work(self) -> bool:
+        """Whether `tick` has anything to do: a deferred keyframe request, NACKs to send."""
+        return self.keyframes.pending or (self.nack is not None and self.nack.busy)
+
+    def _needs_tick(self) -> None:
+        if self.ticking is not None:
+            self.ticking.add(self)
 
     def tick(self, now: float) -> None:
-        """Timers: deferred keyframe requests and NACKs to the publisher (every ~20 ms)."""
+        """Timers: deferred keyframe requests and NACKs to the publisher (every ~20 ms while
+        `timer_work`)."""
         if not self.video:
             return
         if self.keyframes.due(now):

@@ -1,9 +1,9 @@
 """Router: one conference's media switch (mediasoup's word). Signaling talks only to this.
 
 It owns each participant's publisher and subscriber connections, the Producers (tracks in) and
-Consumers (tracks out), and one set of timers for the whole room (NACK/PLI every 20 ms, speaker
-every 200 ms, sender and receiver reports every second) instead of aiortc's tasks per sender and
-receiver. The timers run after each ingress batch, so while media flows they cost no event-loop
+Consumers (tracks out), and one set of timers for the whole room (NACK/PLI every 20 ms for the
+tracks that have any due, speaker every 200 ms, sender and receiver reports every second) instead
+of aiortc's tasks per sender and receiver. The timers run after each ingress batch, so while media flows they cost no event-loop
 wake-up of their own (sfu/timers.py).
 """
 
@@ -25,6 +25,7 @@ from sfu import slots
 from sfu.adapters import aiortc_tap as tap
 from sfu.adapters import parking
 from sfu.adapters.consent import consent_checks
+from sfu.adapters.direct_ingress import ingress_counters
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.speaker import SpeakerDetector
@@ -96,6 +97,7 @@ class Router:
         self._send_offer = send_offer
         self._rng = random.Random()
         self.producers: dict[str, Producer] = {}  # track id -> producer
+        self._ticking: set[Producer] = set()  # those with timer work (Producer.ticking)
         self.publishers: dict[str, PublisherConnection] = {}
         self.subscribers: dict[str, SubscriberConnection] = {}
         self.counters = MediaCounters()
@@ -377,6 +379,7 @@ class Router:
         return [t for t, c in sub.consumers.items() if c.producer.video and not c.paused]
 
     def _apply_gates(self, producer: Producer) -> None:
+        producer.ticking = self._ticking  # its NACK and keyframe timers run in the room's tick
         if producer.kind == "audio":
             producer.on_level = self.speaker.add_level
             allowed = producer.track.participant_id not in self._audio_blocked
@@ -398,6 +401,7 @@ class Router:
         gone = [t for t, p in self.producers.items() if p.track.participant_id == participant_id]
         for track_id in gone:
             producer = self.producers.pop(track_id)
+            self._ticking.discard(producer)
             for c in list(producer.consumers):
                 producer.remove_consumer(c)
         pub = self.publishers.pop(participant_id, None)
@@ -440,17 +444,7 @@ class Router:
             "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
             "tap_errors": tap.TapDtlsTransport.tap_errors,
             **gso_counters(),  # process-wide
-            # Connections whose socket the SFU reads itself (DirectIngress), and what it read.
-            "ingress_direct": len(ingress),
-            "ingress_datagrams": sum(i.datagrams for i in ingress),
-            "ingress_rtp_batches": sum(i.batches for i in ingress),
-            "ingress_rtp_packets": sum(i.rtp for i in ingress),
-            "ingress_wakeups": sum(i.wakeups for i in ingress),
-            "ingress_srtp_errors": sum(i.srtp_errors for i in ingress),
-            "ingress_reports": sum(i.reports for i in ingress),  # SRs, RR blocks read in C
-            "ingress_parked": sum(i.parked for i in ingress),  # idle publishers, subscribers
-            "ingress_parks": sum(i.parks for i in ingress),
-            "ingress_checks_answered": sum(i.checks_answered for i in ingress),  # peers' checks
+            **ingress_counters(ingress),  # connections whose socket the SFU reads itself
             # Process-wide: parked reads; our ICE consent checks sent, answered, expired.
             "ingress_parked_reads": parking.poller().reads,
             "consent_checks_sent": consent.sent,
@@ -458,6 +452,7 @@ class Router:
             "consent_expired": consent.expired_total,
             "timer_polls": self.timers.polls,
             "timer_idle_wakeups": self.timers.idle_wakeups,
+            "producers_ticking": len(self._ticking),  # with NACKs or a keyframe request due
         }
 
     async def close(self) -> None:
@@ -474,8 +469,11 @@ class Router:
         self.timers.poll(now)
 
     def _tick(self, now: float) -> None:
-        for producer in self.producers.values():
+        ticking = self._ticking  # not every producer: a national room has thousands, idle
+        for producer in list(ticking):
             producer.tick(now)
+            if not producer.timer_work:
+                ticking.discard(producer)
 
     def _speaker_tick(self, now: float) -> None:
         changed = self.speaker.tick(now)

@@ -273,3 +273,19 @@ class DirectIngress:
     @property
     def active(self) -> bool:
         return not self._transport.is_closing()
+
+
+def ingress_counters(readers: list[DirectIngress]) -> dict[str, int]:
+    """Router stats: connections whose socket the SFU reads itself, and what it read."""
+    return {
+        "ingress_direct": len(readers),
+        "ingress_datagrams": sum(i.datagrams for i in readers),
+        "ingress_rtp_batches": sum(i.batches for i in readers),
+        "ingress_rtp_packets": sum(i.rtp for i in readers),
+        "ingress_wakeups": sum(i.wakeups for i in readers),
+        "ingress_srtp_errors": sum(i.srtp_errors for i in readers),
+        "ingress_reports": sum(i.reports for i in readers),  # SRs, RR blocks read in C
+        "ingress_parked": sum(i.parked for i in readers),  # idle publishers, subscribers
+        "ingress_parks": sum(i.parks for i in readers),
+        "ingress_checks_answered": sum(i.checks_answered for i in readers),  # peers' checks
+    }

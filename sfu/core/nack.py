@@ -84,19 +84,25 @@ class NackGenerator:
         """The 16-bit seqs currently considered missing, oldest first."""
         return [e & 0xFFFF for e in self._missing]
 
-    def on_packet(self, seq: int, now_ms: float) -> None:
-        """Record the arrival of `seq` (16-bit) at `now_ms`."""
+    @property
+    def busy(self) -> bool:
+        """Whether `due` or the keyframe flag has anything for the owner's timer."""
+        return bool(self._missing) or self.keyframe_needed
+
+    def on_packet(self, seq: int, now_ms: float) -> bool:
+        """Record the arrival of `seq` (16-bit) at `now_ms`. True when this packet made the
+        generator `busy` (a gap, a restart): the owner's timer has work from now on."""
         top = self._max_ext
         if top is None:
             self._max_ext = seq
-            return
+            return False
         delta = ((seq - top + 0x8000) & 0xFFFF) - 0x8000
         if delta == 1:  # the common case: next in order
             self._max_ext = top + 1
-            return
+            return False
         if delta > 1:
             self._gap(top, delta, now_ms)
-            return
+            return True
         if self._missing:
             entry = self._missing.pop(top + delta, None)
             if entry is not None:
@@ -104,15 +110,16 @@ class NackGenerator:
                     self.recovered += 1
                 else:
                     self.reordered += 1
-                return
+                return False
         if delta < -_RESTART_BEHIND:
             if seq == self._bad_seq:
                 # Two consecutive packets far behind: the sender restarted its seq space.
                 self._drop_all()
                 self._max_ext = seq
-            else:
-                self._bad_seq = (seq + 1) & 0xFFFF
+                return True
+            self._bad_seq = (seq + 1) & 0xFFFF
         # Otherwise a duplicate or a packet we already gave up on: nothing to do.
+        return False
 
     def _gap(self, top: int, delta: int, now_ms: float) -> None:
         self._max_ext = top + delta
