@@ -196,7 +196,9 @@ class HoinghiClient:
 
     async def _join(self, identity: str, role: str, auto_subscribe: bool) -> _Signaling:
         ws_url = self.url.replace("http://", "ws://", 1) + "/ws"
-        ws = await connect(ws_url, open_timeout=20, proxy=None, max_size=2**22)
+        # As browsers: no websocket-level pings, only the protocol's (`keepalive`).
+        ws = await connect(ws_url, open_timeout=20, proxy=None, max_size=2**22,
+                           ping_interval=None)
         sig = _Signaling(ws)
         self._sockets.append(sig)
         token = issue_token(self.secret, self.room, identity, role, ttl_s=6 * 3600)

@@ -164,7 +164,10 @@ class BridgeSession:
         parts = urllib.parse.urlsplit(self.url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         ws_url = urllib.parse.urlunsplit((scheme, parts.netloc, str(info["signaling"]), "", ""))
-        self._ws = await connect(ws_url, open_timeout=self.timeout, proxy=None, max_size=2**22)
+        # No websocket-level pings: the protocol's ping/pong (`_ping_loop`) is the keepalive,
+        # on both sides; a second one would cost the server a frame per bridge every 20 s.
+        self._ws = await connect(ws_url, open_timeout=self.timeout, proxy=None, max_size=2**22,
+                                 ping_interval=None)
         self._tasks += [
             asyncio.create_task(self._read_loop(), name="hoinghi-read"),
             asyncio.create_task(self._offer_loop(), name="hoinghi-offers"),

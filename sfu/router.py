@@ -3,8 +3,8 @@
 It owns each participant's publisher and subscriber connections, the Producers (tracks in) and
 Consumers (tracks out), and one set of timers for the whole room (NACK/PLI every 20 ms for the
 tracks that have any due, speaker every 200 ms, sender and receiver reports every second) instead
-of aiortc's tasks per sender and receiver. The timers run after each ingress batch, so while media flows they cost no event-loop
-wake-up of their own (sfu/timers.py).
+of aiortc's tasks per sender and receiver. The timers run after each ingress batch, so while
+media flows they cost no event-loop wake-up of their own (sfu/timers.py).
 """
 
 from __future__ import annotations

@@ -141,6 +141,8 @@ async def test_join_events_and_errors(server: Any) -> None:
     async with _session(server, room, "chair", "chair") as chair:
         assert chair.participant_id == "chair"
         assert chair.joined is not None and chair.joined["ice_servers"] == []
+        # The protocol's ping/pong is the only keepalive (docs/signaling.md): no websocket one.
+        assert chair._ws is not None and chair._ws.ping_interval is None
         observer = _session(server, room, "obs", "observer")
         await observer.connect()
         joined = await chair.wait_for(lambda m: m["type"] == "participant_joined")
