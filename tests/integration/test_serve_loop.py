@@ -5,8 +5,10 @@ a signal still ends it at once, not at the next tick."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import uvicorn
@@ -28,11 +30,36 @@ def listening_server() -> uvicorn.Server:
                                                         log_level="warning"))
 
 
-async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    async with asyncio.timeout(20):
-        while not server.started:
-            assert not task.done(), "the server stopped before it started"
-            await asyncio.sleep(0.01)  # polling a flag uvicorn offers no event for
+@contextlib.asynccontextmanager
+async def _serving(server: uvicorn.Server) -> AsyncIterator[asyncio.Task[None]]:
+    """The server serving on a loopback socket of its own, started; stopped afterwards."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                assert not task.done(), "the server stopped before it started"
+                await asyncio.sleep(0.01)  # polling a flag uvicorn offers no event for
+        yield task
+    finally:
+        task.cancel()
+        sock.close()
+
+
+def _count_ticks(server: uvicorn.Server, also: Callable[[int], None] | None = None) -> list[int]:
+    """Record the counter of every tick from now on (`also` runs before uvicorn's own)."""
+    seen: list[int] = []
+    real_tick = server.on_tick
+
+    async def on_tick(counter: int) -> bool:
+        seen.append(counter)
+        if also is not None:
+            also(counter)
+        return await real_tick(counter)
+
+    server.on_tick = on_tick  # type: ignore[method-assign]
+    return seen
 
 
 async def test_exit_signal_ends_the_tick_wait_at_once(
@@ -41,27 +68,13 @@ async def test_exit_signal_ends_the_tick_wait_at_once(
     # A tick an hour long: only the signal's wake-up can end the wait within the timeout.
     monkeypatch.setattr(hoinghi_cli, "MAIN_LOOP_S", 3600.0)
     server = listening_server
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await _started(server, task)
-        ticks = []
-        real_tick = server.on_tick
-
-        async def on_tick(counter: int) -> bool:
-            ticks.append(counter)
-            return await real_tick(counter)
-
-        server.on_tick = on_tick  # type: ignore[method-assign]
+    async with _serving(server) as task:
+        ticks = _count_ticks(server)
         server.handle_exit(signal.SIGINT, None)
         server._captured_signals.clear()  # uvicorn re-raises captured signals on the way out
         async with asyncio.timeout(20):
             await task
         assert len(ticks) == 1, "the wait did not end with one more tick seeing should_exit"
-    finally:
-        task.cancel()
-        sock.close()
 
 
 async def test_date_header_is_renewed_by_each_tick(
@@ -71,28 +84,20 @@ async def test_date_header_is_renewed_by_each_tick(
     # ten, so every tick must renew it.
     monkeypatch.setattr(hoinghi_cli, "MAIN_LOOP_S", 0.0)
     server = listening_server
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await _started(server, task)
-        seen: list[int] = []
-        real_tick = server.on_tick
+    async with _serving(server) as task:
+        renewed: list[bool] = []
 
-        async def on_tick(counter: int) -> bool:
-            seen.append(counter)
-            server.server_state.default_headers = []  # renewed only if uvicorn's tick ran
-            done = await real_tick(counter)
-            assert server.server_state.default_headers, f"tick {counter} renewed no headers"
-            return done or len(seen) >= 3
+        def clear(_counter: int) -> None:
+            if server.server_state.default_headers:
+                renewed.append(True)  # the previous tick's renewal
+            server.server_state.default_headers = []
+            if len(renewed) >= 3:
+                server.should_exit = True
 
-        server.on_tick = on_tick  # type: ignore[method-assign]
+        seen = _count_ticks(server, clear)
         async with asyncio.timeout(20):
             await task
-        assert len(seen) == 3 and all(c % 10 == 0 for c in seen)
-    finally:
-        task.cancel()
-        sock.close()
+        assert len(renewed) == 3 and all(c % 10 == 0 for c in seen)
 
 
 def test_serve_leaves_keepalive_to_the_protocol() -> None:
