@@ -190,3 +190,58 @@ def test_a_read_takes_at_most_what_it_is_asked_for(pair) -> None:
     tx.sendto(data, rx.getsockname())
     _, recs = fast.read(rx.fileno(), ctx, 32)
     assert recs[:: fast.FIELDS] == [fast.REC_RTP, fast.REC_RTP, fast.REC_SRTP_ERROR]
+
+
+def test_one_call_reads_many_sockets_as_one_read_each() -> None:
+    # The parked sockets a drain found readable: each socket's records as its own read would
+    # give them, one socket after another, data offsets into the one buffer; a socket with
+    # nothing to read gives nothing, and what does not fit waits for the next call.
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in (*socks, tx):
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+        pairs = [sessions() for _ in socks]
+        stun = b"\x00\x01\x00\x00" + b"\x21\x12\xa4\x42" + os.urandom(12)
+        sends = [
+            [pairs[0][0].protect_rtcp(RR + SDES + REMB)],  # a subscriber's report
+            [pairs[1][0].protect(rtp(1)), pairs[1][0].protect(rtp(2))],  # a parked publisher
+            [],  # nothing (readable a moment ago, drained since)
+            [stun, pairs[3][0].protect_rtcp(build_pli(1, 0x11))],  # a check, then feedback
+        ]
+        for s, datagrams in zip(socks, sends, strict=True):
+            for data in datagrams:
+                tx.sendto(data, s.getsockname())
+        got, nrecs, recs = fast.read_many([s.fileno() for s in socks],
+                                          [fast.context_of(rx) for _, rx in pairs], 32)
+        assert got == [1, 2, 0, 2] and nrecs == [2, 2, 0, 2]
+        rows = [recs[i : i + fast.FIELDS] for i in range(0, len(recs), fast.FIELDS)]
+
+        def data(row: list[int]) -> bytes:
+            return bytes(fast.OUT[row[1] : row[1] + row[2]])
+
+        assert [r[0] for r in rows] == [fast.REC_BLOCK, fast.REC_BLOCK, fast.REC_RTP,
+                                        fast.REC_RTP, fast.REC_RAW, fast.REC_RTCP]
+        assert [tuple(r[3:8]) for r in rows[:2]] == blocks_of(B1, B2)
+        assert data(rows[2]) == rtp(1) and data(rows[3]) == rtp(2)
+        assert data(rows[4]) == stun
+        assert fast.raw_address(*rows[4][3:7], rows[4][1] + rows[4][2]) == tx.getsockname()
+        assert data(rows[5]) == build_pli(1, 0x11)
+        # Drained, every one of them.
+        assert fast.read_many([s.fileno() for s in socks],
+                              [fast.context_of(rx) for _, rx in pairs], 32) == (
+            [0, 0, 0, 0], [0, 0, 0, 0], [])
+        # More sockets with data than the buffers take at once: the call stops early and says
+        # so; the rest is still there for the next call.
+        big = b"\x00" * 60000  # a raw datagram: each read keeps a whole datagram's room free
+        for s in socks:
+            tx.sendto(big, s.getsockname())
+        fds, ctxs = [s.fileno() for s in socks], [fast.context_of(rx) for _, rx in pairs]
+        first = fast.read_many(fds, ctxs, 32)[0]
+        assert 0 < len(first) < len(socks) and all(n == 1 for n in first)
+        rest = fast.read_many(fds[len(first):], ctxs[len(first):], 32)[0]
+        assert sum(first) + sum(rest) <= len(socks)
+    finally:
+        for s in (*socks, tx):
+            s.close()

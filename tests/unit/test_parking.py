@@ -204,3 +204,46 @@ async def test_media_pushes_the_timer_back_and_still_sweeps(pair) -> None:  # ty
     finally:
         p.close()
         loop.__dict__.get("_hoinghi_services", {}).clear()
+
+
+async def test_readers_that_read_many_at_once_get_theirs_in_one_call() -> None:
+    calls: list[list[Reader]] = []
+
+    class Many(Reader):
+        @staticmethod
+        def read_parked_many(readers: list[Reader]) -> list[bool]:
+            calls.append(list(readers))
+            return [r.read_parked() for r in readers]
+
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    p = Poller(asyncio.get_running_loop())
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+        many = [Many(socks[0]), Many(socks[1], keep=False)]
+        single = Reader(socks[2])
+        for s, r in zip(socks, [*many, single], strict=True):
+            p.add(s.fileno(), r)
+            send_to(s, b"rr")
+        assert p.drain() is True
+        assert len(calls) == 1 and sorted(map(id, calls[0])) == sorted(map(id, many))
+        assert [r.got for r in (*many, single)] == [[b"rr"]] * 3
+        assert len(p) == 2  # the one that answered False is forgotten, as with read_parked
+
+        class Broken(Many):
+            @staticmethod
+            def read_parked_many(readers: list[Reader]) -> list[bool]:
+                raise RuntimeError("a bug")
+
+        broken = Broken(socks[1])
+        p.add(socks[1].fileno(), broken)
+        send_to(socks[1], b"rr")
+        send_to(socks[2], b"rr")
+        assert p.drain() is True
+        assert len(p) == 2 and single.got == [b"rr", b"rr"]  # the others still read
+        assert socks[1].fileno() not in p._parked  # the failing group's readers forgotten
+    finally:
+        p.close()
+        for s in socks:
+            s.close()
