@@ -120,9 +120,7 @@ class DirectIngress:
         self._read()
 
     def _read(self) -> None:
-        self._took(*(self._read_c() if self._ctx else self._read_py()))
-
-    def _took(self, batch: list[bytes], n: int) -> None:
+        batch, n = self._read_c() if self._ctx else self._read_py()
         self.datagrams += n
         if batch:
             now = time.monotonic()
@@ -172,10 +170,6 @@ class DirectIngress:
         if fd < 0:
             return [], 0
         n, recs = fast.read(fd, self._ctx, self.MAX_BATCH)
-        return self._records(recs), n
-
-    def _records(self, recs: list[int]) -> list[bytes]:
-        """What a C read found on this socket: RTP returned, the rest handled."""
         out = fast.OUT
         batch: list[bytes] = []
         blocks: list[list[int]] = []
@@ -202,7 +196,7 @@ class DirectIngress:
                 self._on_reports(senders, blocks)
             except Exception:
                 _tap_failed("RTCP report tap failed (reports dropped)")
-        return batch
+        return batch, n
 
     def _other(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
         """Not SRTP: a consent check we answer, else STUN or DTLS for aioice/aiortc."""
@@ -269,39 +263,6 @@ class DirectIngress:
             return False
         self._read()
         return True
-
-    @staticmethod
-    def read_parked_many(readers: list[DirectIngress]) -> list[bool]:
-        """`read_parked` for the parked sockets one drain found readable, those on the C read
-        in one call (idle bridges' reports are most of what they cost: the per-socket Python
-        around the read was half of it). Returns read_parked's answer per reader."""
-        keep = [False] * len(readers)
-        many: list[int] = []
-        for i, r in enumerate(readers):
-            if r._transport.is_closing():
-                r.parked = False
-            elif r._ctx and r._sock.fileno() >= 0:
-                many.append(i)
-            else:
-                keep[i] = r.read_parked()
-        for start in range(0, len(many), fast.MAX_MANY):
-            part = many[start : start + fast.MAX_MANY]
-            while part:
-                got, nrecs, recs = fast.read_many(
-                    [readers[i]._sock.fileno() for i in part], [readers[i]._ctx for i in part],
-                    DirectIngress.MAX_BATCH)
-                at = 0
-                for i, n, k in zip(part, got, nrecs, strict=False):
-                    r = readers[i]
-                    keep[i] = True
-                    try:
-                        r._took(r._records(recs[at : at + k * fast.FIELDS]), n)
-                    except Exception:  # as the poller would for read_parked: forget it
-                        log.exception("parked reader failed")
-                        keep[i] = False
-                    at += k * fast.FIELDS
-                part = part[len(got):]  # the buffers ran short: the rest in another call
-        return keep
 
     def _tap_rtcp(self, data: bytes) -> None:
         try:

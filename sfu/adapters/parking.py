@@ -39,8 +39,6 @@ class Parked(Protocol):
 
     def read_parked(self) -> bool: ...  # the socket is readable; False: forget me
 
-    # Optional, on the class: read_parked_many(readers) -> [read_parked's answer per reader]
-
 
 class Poller:
     """One per event loop (`poller`): an epoll set of parked sockets, drained every POLL_S."""
@@ -119,34 +117,17 @@ class Poller:
 
     def _read(self, events: list[tuple[int, int]]) -> None:
         self.reads += len(events)
-        # Readers whose class reads many sockets in one call (`read_parked_many`, same answer
-        # per reader as read_parked) get theirs together; the others one by one.
-        groups: dict[Any, list[tuple[int, Parked]]] = {}
         for fd, _ in events:
             reader = self._parked.get(fd)
-            if reader is not None:
-                groups.setdefault(getattr(type(reader), "read_parked_many", None), []).append(
-                    (fd, reader))
-        for many, members in groups.items():
-            if many is None:
-                keeps = [self._read_one(reader) for _, reader in members]
-            else:
-                try:
-                    keeps = many([reader for _, reader in members])
-                except Exception:
-                    log.exception("parked readers failed")
-                    keeps = [False] * len(members)
-            for (fd, reader), keep in zip(members, keeps, strict=True):
-                if not keep:
-                    self.remove(fd, reader)
-
-    @staticmethod
-    def _read_one(reader: Parked) -> bool:
-        try:
-            return reader.read_parked()
-        except Exception:  # one connection's bug must not stop the others' reports
-            log.exception("parked reader failed")
-            return False
+            if reader is None:
+                continue
+            try:
+                keep = reader.read_parked()
+            except Exception:  # one connection's bug must not stop the others' reports
+                log.exception("parked reader failed")
+                keep = False
+            if not keep:
+                self.remove(fd, reader)
 
     def close(self) -> None:
         if self._timer is not None:

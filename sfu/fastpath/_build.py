@@ -68,9 +68,6 @@ int fp_rtcp_scan(const unsigned char *d, int len, fp_rec *recs, int max_recs);
 int fp_read(int fd, uintptr_t ctx, uintptr_t unprotect_addr, uintptr_t unprotect_rtcp_addr,
             unsigned char *out, size_t out_size, fp_rec *recs, int max_recs,
             int max_datagrams, int *datagrams);
-int fp_read_many(const int *fds, const uintptr_t *ctxs, int count, uintptr_t unprotect_addr,
-                 uintptr_t unprotect_rtcp_addr, unsigned char *out, size_t out_size,
-                 fp_rec *recs, int max_recs, int max_datagrams, int *nrecs, int *ndgrams);
 int fp_rec_size(void);
 """
 

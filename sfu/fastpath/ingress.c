@@ -243,39 +243,3 @@ static int fp_rec_size(void)
 {
     return (int)sizeof(fp_rec);
 }
-
-/* fp_read for several sockets in one call (the parked ones the poller found readable): fd i's
- * records follow fd i-1's in recs, nrecs[i] of them, from ndgrams[i] datagrams, their offsets
- * into out. Returns how many fds were read: fewer than count when out or recs ran short, the
- * rest for the next call. */
-static int fp_read_many(const int *fds, const uintptr_t *ctxs, int count, uintptr_t unprotect_addr,
-                        uintptr_t unprotect_rtcp_addr, unsigned char *out, size_t out_size,
-                        fp_rec *recs, int max_recs, int max_datagrams, int *nrecs, int *ndgrams)
-{
-    size_t pos = 0;
-    int n = 0, i;
-
-    for (i = 0; i < count; i++) {
-        int got = 0, r;
-
-        if (out_size - pos < FP_MAX_DATAGRAM + 16 || n + FP_MAX_BLOCKS + 1 > max_recs)
-            break;
-        r = fp_read(fds[i], ctxs[i], unprotect_addr, unprotect_rtcp_addr, out + pos,
-                    out_size - pos, recs + n, max_recs - n, max_datagrams, &got);
-        size_t end = pos;
-        for (int k = n; k < n + r; k++) {
-            fp_rec *rec = &recs[k];
-            if (rec->kind == FP_REC_RTP || rec->kind == FP_REC_RTCP || rec->kind == FP_REC_RAW) {
-                size_t stop = pos + rec->off + (((size_t)rec->len + 16 + 7) & ~(size_t)7);
-                rec->off += (uint32_t)pos;
-                if (stop > end)
-                    end = stop;
-            }
-        }
-        pos = end;
-        nrecs[i] = r;
-        ndgrams[i] = got;
-        n += r;
-    }
-    return i;
-}

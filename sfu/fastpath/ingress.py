@@ -24,7 +24,6 @@ from sfu.fastpath import AVAILABLE, _ffi, _lib
 REC_RTP, REC_RTCP, REC_BLOCK, REC_RAW, REC_SRTP_ERROR, REC_OS_ERROR, REC_SENDER = range(1, 8)
 FIELDS = 8  # uint32 per record: kind, off, len, a, b, c, d, e
 MAX_RECORDS = 1024
-MAX_MANY = 256  # sockets one `read_many` call takes
 OUT_SIZE = 32 * 2048 + 2 * 65552  # a batch of media packets, or two of the largest datagrams
 
 
@@ -50,14 +49,8 @@ if _lib is not None and _unprotect_is_libsrtp2():
     _UNPROTECT_RTCP = int(_srtp_ffi.cast(
         "uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_unprotect_rtcp")))
     _fp_read = _lib.fp_read
-    _fp_read_many = _lib.fp_read_many
-    _FDS = _ffi.new("int[]", MAX_MANY)
-    _CTXS = _ffi.new("uintptr_t[]", MAX_MANY)
-    _NRECS = _ffi.new("int[]", MAX_MANY)
-    _NDGRAMS = _ffi.new("int[]", MAX_MANY)
 else:
-    _OUT = _RECS = _GOT = _fp_read = _fp_read_many = None
-    _FDS = _CTXS = _NRECS = _NDGRAMS = None
+    _OUT = _RECS = _GOT = _fp_read = None
     OUT = _RECS_VIEW = memoryview(b"")
     _UNPROTECT = _UNPROTECT_RTCP = 0
 
@@ -73,20 +66,6 @@ def read(fd: int, ctx: int, max_datagrams: int) -> tuple[int, list[int]]:
     n = _fp_read(fd, ctx, _UNPROTECT, _UNPROTECT_RTCP, _OUT, OUT_SIZE, _RECS, MAX_RECORDS,
                  max_datagrams, _GOT)
     return _GOT[0], _RECS_VIEW[: n * FIELDS].tolist()
-
-
-def read_many(fds: list[int], ctxs: list[int],
-              max_datagrams: int) -> tuple[list[int], list[int], list[int]]:
-    """`read` for several sockets (at most MAX_MANY) in one call: (datagrams read per socket,
-    records per socket, all records flat, socket after socket). Sockets past the lists' end
-    were not read (the buffers ran short): read them in another call."""
-    k = len(fds)
-    _FDS[0:k] = fds
-    _CTXS[0:k] = ctxs
-    done = _fp_read_many(_FDS, _CTXS, k, _UNPROTECT, _UNPROTECT_RTCP, _OUT, OUT_SIZE, _RECS,
-                         MAX_RECORDS, max_datagrams, _NRECS, _NDGRAMS)
-    nrecs = _ffi.unpack(_NRECS, done)
-    return _ffi.unpack(_NDGRAMS, done), nrecs, _RECS_VIEW[: sum(nrecs) * FIELDS].tolist()
 
 
 def raw_address(family: int, port: int, flowinfo: int, scope_id: int,
