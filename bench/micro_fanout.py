@@ -14,6 +14,9 @@ Cases, per N: `Producer._fanout` itself (the production loop), its groups' sends
   (audio, or a video packet that arrived alone);
 - `c-fanout-frame4`, `-nogso`: the same for a frame's 4 equal-sized packets read in one
   wake-up, queued and flushed as one batch (one sendmmsg per consumer, with and without UDP GSO);
+- `c-fanout-connected`, `c-fanout-frame4-connected`: the same with every consumer's socket
+  connected to its destination, as subscribers' are (sfu/adapters/direct_ingress.py): the
+  sends name no address, the kernel reuses the route cached at connect();
 - `python-fanout`: FastGroup's Python path (the fallback, `HOINGHI_FASTPATH=0`).
 
 The cases are interleaved round by round and the median is reported, because the machines this
@@ -67,7 +70,7 @@ def _session(rng: random.Random) -> Session:
 
 
 async def _consumers(producer: Producer, n: int, sink: tuple[str, int],
-                     rng: random.Random) -> list[Any]:
+                     rng: random.Random, connect: bool = False) -> list[Any]:
     loop = asyncio.get_running_loop()
     keep: list[Any] = []
     neg = Negotiated(mid="0", kind="video",
@@ -78,6 +81,8 @@ async def _consumers(producer: Producer, n: int, sink: tuple[str, int],
     for i in range(n):
         transport, _ = await loop.create_datagram_endpoint(
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        if connect:  # as DirectIngress connects a subscriber's socket to its peer
+            transport._sock.connect(sink)
         pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport), remote_addr=sink)
         dtls = SimpleNamespace(_tx_srtp=_session(rng), transport=SimpleNamespace(
             _connection=SimpleNamespace(_nominated={1: pair})))
@@ -137,43 +142,53 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sink.bind(("127.0.0.1", 0))
-    track = TrackInfo(id="p/camera", participant_id="p", kind="video", source="camera",
-                      codec="VP8")
-    producer = Producer(track, 90000, SfuConfig(), rng)
-    producer.bind_source(Source(pt=96, rtx_pt=0, level_id=0))
-    transports = await _consumers(producer, n, sink.getsockname(), rng)
     ring: list[tuple[bytes, RtpHeader]] = []
     for i in range(RING):
         data = make_rtp(i, 1200)
         h = RtpHeader()
         assert parse_into(h, data)
         ring.append((data, h))
-    # New consumers wait for a keyframe (Producer.resuming): one admits them all, as live.
-    key = ring[0][0][:ring[0][1].payload_off] + VP8_KEY
-    h = RtpHeader()
-    assert parse_into(h, key)
-    producer.on_rtp(key, h, 1e9 - 1)
-    if len(producer.groups) != 1 or len(producer.groups[0][1]) != n:
-        raise RuntimeError(f"consumers not admitted: groups {producer.groups}")
+    transports: list[Any] = []
 
-    cases: dict[str, Callable[[bytes, RtpHeader, float], None]] = {
-        "python-fanout": _fanout_with(producer, native=False),
+    async def make_producer(connect: bool) -> Producer:
+        track = TrackInfo(id="p/camera", participant_id="p", kind="video", source="camera",
+                          codec="VP8")
+        producer = Producer(track, 90000, SfuConfig(), rng)
+        producer.bind_source(Source(pt=96, rtx_pt=0, level_id=0))
+        transports.extend(await _consumers(producer, n, sink.getsockname(), rng, connect))
+        # New consumers wait for a keyframe (Producer.resuming): one admits them all, as live.
+        key = ring[0][0][:ring[0][1].payload_off] + VP8_KEY
+        h = RtpHeader()
+        assert parse_into(h, key)
+        producer.on_rtp(key, h, 1e9 - 1)
+        if len(producer.groups) != 1 or len(producer.groups[0][1]) != n:
+            raise RuntimeError(f"consumers not admitted: groups {producer.groups}")
+        return producer
+
+    producer = await make_producer(connect=False)
+    cases: dict[str, tuple[Callable[[bytes, RtpHeader, float], None], Producer]] = {
+        "python-fanout": (_fanout_with(producer, native=False), producer),
     }
     if fastpath.COMPILED:
-        cases["c-fanout"] = _fanout_with(producer, native=True)
-        cases[f"c-fanout-frame{FRAME}"] = _framed(producer, native=True, gso=True)
-        cases[f"c-fanout-frame{FRAME}-nogso"] = _framed(producer, native=True, gso=False)
+        connected = await make_producer(connect=True)
+        cases["c-fanout"] = (_fanout_with(producer, native=True), producer)
+        cases["c-fanout-connected"] = (_fanout_with(connected, native=True), connected)
+        cases[f"c-fanout-frame{FRAME}"] = (_framed(producer, native=True, gso=True), producer)
+        cases[f"c-fanout-frame{FRAME}-connected"] = (
+            _framed(connected, native=True, gso=True), connected)
+        cases[f"c-fanout-frame{FRAME}-nogso"] = (
+            _framed(producer, native=True, gso=False), producer)
     packets = max(200, sends // n) // FRAME * FRAME  # whole frames: nothing left queued
     times: dict[str, list[float]] = {name: [] for name in cases}
     at = [0]
-    for fn in cases.values():  # warm-up: caches, branch predictors, socket buffers
+    for fn, _ in cases.values():  # warm-up: caches, branch predictors, socket buffers
         _run(fn, ring, max(20, packets // 10), at)
     for _ in range(rounds):
-        for name, fn in cases.items():
-            before = producer.forwarded
+        for name, (fn, p) in cases.items():
+            before = p.forwarded
             cpu = _run(fn, ring, packets, at)
-            if producer.forwarded - before != packets * n:
-                raise RuntimeError(f"{name}: {producer.forwarded - before} of {packets * n} sent")
+            if p.forwarded - before != packets * n:
+                raise RuntimeError(f"{name}: {p.forwarded - before} of {packets * n} sent")
             times[name].append(cpu / (packets * n) * 1e6)
     fastpath.set_gso(fastpath.GSO_DEFAULT)
     for t in transports:

@@ -37,6 +37,8 @@ RECV_SIZE = 65536  # loopback's MTU: what asyncio would hand over, never truncat
 _PRFLX_PRIORITY = aioice.candidate.candidate_priority(1, "prflx")  # as aioice's own checks
 _closing: set[asyncio.Future[None]] = set()  # connections closed on consent expiry
 _taken: weakref.WeakSet[object] = weakref.WeakSet()  # transports a DirectIngress reads
+CONNECT: bool = os.environ.get("HOINGHI_CONNECT", "1").strip() != "0"
+"""Whether `attach(connect=True)` connects the socket (HOINGHI_CONNECT=0: benchmarks' A/B)."""
 
 
 class DirectIngress:
@@ -55,13 +57,22 @@ class DirectIngress:
     With `park_after_s`, a connection that brought no RTP for that long is parked
     (sfu/adapters/parking.py): read by one shared poller ten times a second instead of waking
     the loop per RTCP report or consent check; its next RTP unparks it.
+
+    With `connect`, the socket is connected to the nominated pair's remote address (a
+    subscriber's: the fan-out's busiest sockets). The fan-out then sends without naming the
+    address and the kernel reuses the route it cached at connect() instead of a lookup per
+    datagram (sfu/fastpath/fanout.c: ~1.5 us of ~8 per datagram on a VM's loopback). What
+    that costs: the kernel now drops datagrams from any other address, which only checks of
+    pairs that lost the nomination would bring: the pair is fixed from here on anyway (our
+    consent answers only its peer, and aiortc does not restart ICE). HOINGHI_CONNECT=0: never
+    (benchmarks' A/B).
     """
 
     MAX_BATCH = 32  # bounds the time one busy publisher holds the loop
 
     __slots__ = ("_ctx", "_ice", "_last_rtp", "_loop", "_on_reports", "_on_rtcp", "_on_rtp_batch",
                  "_park_after", "_peer", "_protocol", "_rx", "_sock", "_transport", "batches",
-                 "checks_answered", "datagrams", "parked", "parks", "reports", "rtp",
+                 "checks_answered", "connected", "datagrams", "parked", "parks", "reports", "rtp",
                  "srtp_errors", "wakeups")
 
     def __init__(self, rx: object, protocol: object, transport: object, sock: object,
@@ -76,18 +87,21 @@ class DirectIngress:
         self._park_after, self._last_rtp, self.parked = park_after_s, time.monotonic(), False
         self.batches = self.datagrams = self.rtp = self.srtp_errors = self.wakeups = 0
         self.parks = self.checks_answered = 0
+        self.connected = False  # the socket is connected to the peer (`connect`)
         self.reports = 0  # SRs and report blocks the C read took out of RTCP (no Python parse)
 
     @classmethod
     def attach(cls, dtls: RTCDtlsTransport, on_rtp_batch: RtpBatchTap, on_rtcp: RtcpTap,
                park_after_s: float = 0.0, park_now: bool = False,
-               on_reports: ReportsTap | None = None) -> DirectIngress | None:
+               on_reports: ReportsTap | None = None, connect: bool = False
+               ) -> DirectIngress | None:
         """Take over the nominated pair's socket; None (aiortc's path stays) when not possible:
         DTLS not up yet, no nominated pair, a closing transport, a non-selector event loop.
         `park_after_s` > 0: park the socket after that long without RTP (see the class);
         `park_now`: parked at once (a subscriber's, which brings RTCP only). `on_reports`
         takes the senders' clocks and report blocks of RTCP that the C read reduced to them
-        (none: dropped); every other RTCP goes to `on_rtcp`, decrypted."""
+        (none: dropped); every other RTCP goes to `on_rtcp`, decrypted. `connect`: connect the
+        socket to the peer (see the class; off with HOINGHI_CONNECT=0)."""
         loop = asyncio.get_running_loop()
         rx = getattr(dtls, "_rx_srtp", None)
         if not isinstance(loop, BaseSelectorEventLoop) or rx is None or dtls.state != "connected":
@@ -109,11 +123,21 @@ class DirectIngress:
             task.cancel()
             consent.consent_checks().add(self)
         _taken.add(transport)  # not pause_reading(): datagram transports lack it in 3.11.2
+        if connect and CONNECT:
+            self._connect()
         if park_now:
             self._park()
         else:
             loop._add_reader(sock.fileno(), self._readable)
         return self
+
+    def _connect(self) -> None:
+        try:
+            self._sock.connect(self._peer)
+        except OSError as exc:  # e.g. an address the socket's family cannot reach: unconnected
+            log.info("not connecting the socket to %s: %s", self._peer, exc)
+            return
+        self.connected = True
 
     def _readable(self) -> None:
         self.wakeups += 1  # the loop woke for this socket (read_parked is not counted)
@@ -288,4 +312,5 @@ def ingress_counters(readers: list[DirectIngress]) -> dict[str, int]:
         "ingress_parked": sum(i.parked for i in readers),  # idle publishers, subscribers
         "ingress_parks": sum(i.parks for i in readers),
         "ingress_checks_answered": sum(i.checks_answered for i in readers),  # peers' checks
+        "ingress_connected": sum(i.connected for i in readers),  # subscribers' sockets
     }

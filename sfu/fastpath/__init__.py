@@ -9,8 +9,9 @@ write its 12-byte header, SRTP-protect, sendto. `FastGroup.send` is that inner l
   equal-sized ones as one UDP GSO message where the kernel and path take it). It calls
   pylibsrtp's own `srtp_protect` through a function pointer (pylibsrtp links libsrtp
   statically; the contexts aiortc made live there) and sends with MSG_DONTWAIT on a dup of
-  each connection's UDP socket. A full socket buffer or any send error drops that one
-  packet and is counted (`errors`), never raised.
+  each connection's UDP socket, naming no address where the socket is connected to the
+  consumer's (the kernel then reuses the route cached at connect()). A full socket buffer or
+  any send error drops that one packet and is counted (`errors`), never raised.
 - Python path: the loop `Producer._fanout` has always run, kept as the fallback and selected by
   the same tests. Used when the module was not built, when `HOINGHI_FASTPATH=0`, and inside a C
   group for the odd consumer the C path cannot address (no socket yet, a scoped IPv6 address).
@@ -319,6 +320,14 @@ class FastGroup:
     def native_count(self) -> int:
         """How many consumers the C path serves (the rest go through Python)."""
         return self._n
+
+    @property
+    def connected_count(self) -> int:
+        """How many of those the C path sends to without naming the address: their socket is
+        connected to it (subscribers', sfu/adapters/direct_ingress.py), as of the last
+        rebuild."""
+        entries = self._entries
+        return sum(entries[i].connected for i in range(self._n)) if entries is not None else 0
 
     # -------------------------------------------------------------- sending
     def _send_c(self, tail: bytes, b0: int, mark: int, seq: int, ts: int) -> int:

@@ -39,6 +39,7 @@ typedef struct {
     uint8_t ip_len;
     uint16_t port;
     uint32_t scope_id;
+    uint8_t connected;
     ...;
 } fp_entry;
 

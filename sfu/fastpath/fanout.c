@@ -68,6 +68,7 @@ typedef struct {
     uint16_t port;
     uint32_t scope_id;
     uint8_t no_gso;        /* its path refused a GSO send once: plain datagrams from then on */
+    uint8_t connected;     /* the socket is connected to this address: sends name none */
     union {
         struct sockaddr sa;
         struct sockaddr_in v4;
@@ -100,13 +101,46 @@ static int fp_set_addr(fp_entry *e, const char *ip, int ip_len, unsigned int por
     return -1;
 }
 
-/* Builds every entry's sockaddr from ip/ip_len/port/scope_id; returns how many are usable. */
+/* Whether the entry's socket is connected to exactly its address (sfu/adapters/
+ * direct_ingress.py connects subscribers' sockets to their peer). Then sends name no address
+ * and the kernel uses the route it cached at connect(), instead of looking one up per
+ * message: ~1.5 us less per datagram on loopback in a VM. Unconnected, or connected to
+ * another peer: the address is named, as always (Linux sends a connected UDP socket's
+ * datagram wherever msg_name says). */
+static int fp_is_peer(const fp_entry *e)
+{
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+        struct sockaddr_storage ss;
+    } peer;
+    socklen_t len = sizeof peer;
+
+    memset(&peer, 0, sizeof peer);
+    if (getpeername(e->fd, &peer.sa, &len) != 0 || len != e->addrlen
+        || peer.sa.sa_family != e->addr.sa.sa_family)
+        return 0;
+    if (peer.sa.sa_family == AF_INET)
+        return peer.v4.sin_port == e->addr.v4.sin_port
+               && memcmp(&peer.v4.sin_addr, &e->addr.v4.sin_addr, 4) == 0;
+    return peer.v6.sin6_port == e->addr.v6.sin6_port
+           && memcmp(&peer.v6.sin6_addr, &e->addr.v6.sin6_addr, 16) == 0
+           && peer.v6.sin6_scope_id == e->addr.v6.sin6_scope_id;
+}
+
+/* Builds every entry's sockaddr from ip/ip_len/port/scope_id and notes whether its socket is
+ * connected there; returns how many are usable. */
 static int fp_prepare(fp_entry *e, int n)
 {
     int ok = 0;
-    for (int i = 0; i < n; i++)
-        if (fp_set_addr(&e[i], e[i].ip, e[i].ip_len, e[i].port, e[i].scope_id) == 0)
+    for (int i = 0; i < n; i++) {
+        e[i].connected = 0;
+        if (fp_set_addr(&e[i], e[i].ip, e[i].ip_len, e[i].port, e[i].scope_id) == 0) {
+            e[i].connected = (uint8_t)fp_is_peer(&e[i]);
             ok++;
+        }
+    }
     return ok;
 }
 
@@ -168,8 +202,9 @@ static int fp_send(fp_entry *e, int n, const char *tail, size_t tail_len, unsign
         /* Never block the event loop: a full socket buffer drops this one packet, as a
          * congested network would; RTP recovers (NACK, next frame). */
         do {
-            r = sendto(c->fd, buf, (size_t)l, MSG_DONTWAIT | MSG_NOSIGNAL, &c->addr.sa,
-                       (socklen_t)c->addrlen);
+            r = sendto(c->fd, buf, (size_t)l, MSG_DONTWAIT | MSG_NOSIGNAL,
+                       c->connected ? NULL : &c->addr.sa,
+                       c->connected ? 0 : (socklen_t)c->addrlen);
         } while (r < 0 && errno == EINTR);
         if (r < 0) {
             c->errors++;
@@ -260,8 +295,10 @@ static int fp_messages(const fp_entry *c, struct iovec *iov, int from, int cnt, 
                 break; /* a shorter datagram can only be a run's last */
         }
         memset(&msgs[m], 0, sizeof msgs[m]);
-        h->msg_name = (void *)&c->addr.sa;
-        h->msg_namelen = (socklen_t)c->addrlen;
+        if (!c->connected) {
+            h->msg_name = (void *)&c->addr.sa;
+            h->msg_namelen = (socklen_t)c->addrlen;
+        }
         h->msg_iov = &iov[j];
         h->msg_iovlen = (size_t)run;
 #if FP_HAVE_GSO

@@ -259,7 +259,7 @@ class SubscriberConnection:
                 # unless parking is off.
                 self.ingress = DirectIngress.attach(dtls, _ignore_batch, self.on_rtcp,
                                                     self.park_after_s, self.park_after_s > 0,
-                                                    self.on_reports)
+                                                    self.on_reports, connect=True)
             neg = tap.negotiated(transceiver)  # type: ignore[arg-type]
             ssrc, rtx_ssrc = tap.sender_ssrcs(transceiver)  # type: ignore[arg-type]
             c.configure(neg, ssrc, rtx_ssrc, self.path)

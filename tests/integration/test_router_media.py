@@ -9,6 +9,7 @@ import time
 import pylibsrtp
 import pytest
 
+from sfu import fastpath
 from sfu.adapters import aiortc_tap as tap
 from sfu.adapters import parking
 from sfu.fastpath import ingress as fast_ingress
@@ -41,6 +42,13 @@ async def test_chair_reaches_three_subscribers_with_correct_frames_and_audio() -
         # Every connection's socket is read by the SFU itself (DirectIngress), not aiortc.
         assert stats["ingress_direct"] == 4
         assert stats["ingress_rtp_packets"] >= stats["ingress_rtp_batches"] > 0
+        # The subscribers' sockets (not the publisher's) are connected to their peers, so the
+        # C fan-out names no address: 3 subscribers x 2 tracks.
+        assert stats["ingress_connected"] == 3
+        assert stats["fanout_connected"] == (6 if fastpath.AVAILABLE else 0)
+        for sub in h.router.subscribers.values():
+            sock = sub.ingress._sock  # type: ignore[union-attr]
+            assert sock.getpeername() == sub.path.addr  # type: ignore[union-attr]
 
 
 async def test_late_joiner_gets_a_picture_promptly_through_a_keyframe_request() -> None:
@@ -154,14 +162,19 @@ async def test_garbage_rtp_and_rtcp_are_counted_and_others_keep_receiving(
         for junk in junks:
             transport.sendto(junk, server_addr)
         # The same at the subscriber's connection, whose socket is parked: it must stay so.
+        # Its socket is connected to the subscriber's address (DirectIngress `connect`), so
+        # the kernel drops a stranger's junk; the subscriber's own address gets through.
         sub = h.router.subscribers["viewer"]
-        assert sub.ingress is not None and sub.ingress.parked
+        assert sub.ingress is not None and sub.ingress.parked and sub.ingress.connected
         sub_errors, sub_read = sub.ingress.srtp_errors, sub.ingress.datagrams
-        sub_addr = tap.dtls_of(sub_pc).transport._connection._nominated[1].remote_addr
-        for junk in junks:
-            transport.sendto(junk, sub_addr)
+        pair = tap.dtls_of(sub_pc).transport._connection._nominated[1]
+        for junk in junks:  # from a stranger: never read
+            transport.sendto(junk, pair.remote_addr)
+        for junk in junks:  # from the subscriber's own socket, after the stranger's
+            pair.protocol.transport.sendto(junk, pair.remote_addr)
         transport.close()
         assert await wait_until(lambda: sub.ingress.srtp_errors >= sub_errors + 3)
+        assert sub.ingress.srtp_errors == sub_errors + 3  # 3 of the junks look like SRTP(CP)
         assert sub.ingress.parked and sub.ingress in parking.poller()._parked.values()
         assert await wait_until(lambda: sub.ingress.datagrams > sub_read + len(junks))  # RTCP
         assert await wait_until(lambda: (

@@ -16,7 +16,8 @@ async def test_every_case_forwards_to_every_consumer() -> None:
     cases = {line["case"]: line for line in lines}
     expected = {"python-fanout"}
     if fastpath.COMPILED:
-        expected |= {"c-fanout", f"c-fanout-frame{FRAME}", f"c-fanout-frame{FRAME}-nogso"}
+        expected |= {"c-fanout", "c-fanout-connected", f"c-fanout-frame{FRAME}",
+                     f"c-fanout-frame{FRAME}-connected", f"c-fanout-frame{FRAME}-nogso"}
     assert set(cases) == expected
     for line in lines:
         assert line["forwarded_per_round"] == line["packets"] * 3
