@@ -159,15 +159,18 @@ _socket_fds: weakref.WeakValueDictionary[int, _SocketFd] = weakref.WeakValueDict
 
 def _socket_fd(transport: Any) -> _SocketFd | None:
     # Anything but a live asyncio-style datagram transport (aiortc's `_drop` before ICE has a
-    # pair, a closing transport) goes through Python, which keeps asyncio's semantics for it.
+    # pair, a closing transport, aioice's TurnTransport of a relayed pair: no socket of its
+    # own, no is_closing) goes through Python, which keeps asyncio's semantics for it.
     get_extra_info = getattr(transport, "get_extra_info", None)
-    if get_extra_info is None or transport.is_closing():
+    if get_extra_info is None:
+        return None
+    sock = get_extra_info("socket")
+    if sock is None or transport.is_closing():
         return None
     cached = _socket_fds.get(id(transport))
     if cached is not None and cached.transport is transport:
         return cached
-    sock = get_extra_info("socket")
-    if sock is None or sock.type != socket.SOCK_DGRAM:
+    if sock.type != socket.SOCK_DGRAM:
         return None
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.fileno() < 0:
         return None

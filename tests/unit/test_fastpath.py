@@ -446,6 +446,24 @@ async def test_consumers_c_cannot_address_go_through_python() -> None:
 
 
 @pytest.mark.skipif(not fastpath.COMPILED, reason=fastpath.reason())
+async def test_a_relayed_pair_goes_through_python() -> None:
+    # A server configured with a TURN server may nominate a relayed candidate: aioice's
+    # TurnTransport has get_extra_info but no socket (nor is_closing). It used to raise here.
+    from aioice.turn import TurnTransport
+
+    peers = [await make_peer(i) for i in range(2)]
+    try:
+        relayed = TurnTransport(SimpleNamespace())  # type: ignore[arg-type]  # never connected
+        peers[1].pair.protocol = SimpleNamespace(transport=relayed)
+        peers[1].consumer.path._pair = None  # type: ignore[union-attr]
+        peers[1].consumer.refresh_path()
+        g = fastpath.FastGroup([p.consumer for p in peers], native=True)
+        assert g.native_count == 1 and g._py == [peers[1].consumer]
+    finally:
+        close_all(peers)
+
+
+@pytest.mark.skipif(not fastpath.COMPILED, reason=fastpath.reason())
 async def test_a_closed_connection_never_reaches_a_reused_fd() -> None:
     peers = [await make_peer(i) for i in range(2)]
     try:
