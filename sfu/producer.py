@@ -68,10 +68,12 @@ class Producer:
         self.source: Source | None = None
         self.rtcp_ssrc = rng.randrange(1, 0xFFFFFFFF)
         self.consumers: list[Consumer] = []
-        # Consumers grouped by extension layout, so the extension block is built once per group.
-        self.groups: list[tuple[tuple[int, bytes, int, int], list[Consumer]]] = []
-        # The same groups as packed arrays for the compiled send loop (Python fallback inside).
+        # The consumers it sends to (ready, not paused, not resuming), grouped by extension
+        # layout so the extension block is built once per group: packed arrays for the
+        # compiled send loop (Python fallback inside). Changed one consumer at a time
+        # (`_join`, `_leave`).
         self.fast: list[tuple[tuple[int, bytes, int, int], FastGroup]] = []
+        self._by_key: dict[tuple[int, bytes, int, int], FastGroup] = {}
         self.enabled = True  # False: nothing is forwarded (server-side mute)
         self.resuming: list[Consumer] = []  # back from a pause: join at the next clean point
         self.on_level: Callable[[str, int, float], None] | None = None  # active speaker feed
@@ -141,13 +143,24 @@ class Producer:
             # decoder fed them may show garbage (libvpx does): it joins at the next keyframe,
             # as a resumed one does (mediasoup's consumers wait for one too).
             self.resuming.append(c)
-        self._regroup()
+        elif c.ready:
+            self._join(c)
         self.request_keyframe(now)  # a new viewer needs a picture now, not at the next GOP
 
     def remove_consumer(self, c: Consumer) -> None:
         if c in self.consumers:
             self.consumers.remove(c)
-            self._regroup()
+            if c in self.resuming:
+                self.resuming.remove(c)
+            else:
+                self._leave(c)
+
+    def close(self) -> None:
+        """The track is gone: every consumer with it, at once."""
+        self._pending = {}
+        for _, g in self.fast:
+            g.close()
+        self.fast, self._by_key, self.consumers, self.resuming = [], {}, [], []
 
     def pause(self, c: Consumer) -> None:
         """Stop forwarding to one consumer (Last-N): no work is done for it from now on."""
@@ -158,7 +171,7 @@ class Producer:
             self.resuming.remove(c)  # sent nothing since its pause point: keep that one
         else:
             c.paused_at = (self.last_seq, self.last_ts, self.last_time)
-        self._regroup()
+            self._leave(c)
 
     def resume(self, c: Consumer, now: float) -> None:
         """Forward to it again, from the next keyframe (video) or packet (audio) on."""
@@ -187,26 +200,36 @@ class Producer:
                 if not c.paused and c not in self.resuming:
                     c.paused_at = (self.last_seq, self.last_ts, self.last_time)
         else:
-            self.resuming = [c for c in self.consumers if c.ready and not c.paused]
+            resuming = set(map(id, self.resuming))
+            for c in self.consumers:
+                if c.ready and not c.paused and id(c) not in resuming:
+                    self._leave(c)
+                    self.resuming.append(c)
             self.request_keyframe(now)
 
     def _admit_resuming(self, h: RtpHeader, now: float) -> None:
-        for c in self.resuming:
+        resuming, self.resuming = self.resuming, []
+        for c in resuming:
             c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
-        self.resuming = []
-        self._regroup()
+            self._join(c)
 
-    def _regroup(self) -> None:
-        self.flush()  # queued packets go out with the groups and offsets they were made for
-        groups: dict[tuple[int, bytes, int, int], list[Consumer]] = {}
-        resuming = set(map(id, self.resuming))
-        for c in self.consumers:
-            if c.ready and not c.paused and id(c) not in resuming:
-                groups.setdefault(c.ext_key, []).append(c)
-        self.groups = list(groups.items())
-        for _, g in self.fast:
+    def _join(self, c: Consumer) -> None:
+        self.flush()  # queued packets go out to the groups they were made for
+        g = self._by_key.get(c.ext_key)
+        if g is None:
+            g = self._by_key[c.ext_key] = FastGroup([])
+            self.fast.append((c.ext_key, g))
+        g.add(c)
+
+    def _leave(self, c: Consumer) -> None:
+        g = self._by_key.get(c.ext_key)
+        if g is None:
+            return
+        self.flush()
+        if g.remove(c) and not len(g):
             g.close()
-        self.fast = [(key, FastGroup(cs)) for key, cs in self.groups]
+            del self._by_key[c.ext_key]
+            self.fast = [(key, other) for key, other in self.fast if other is not g]
 
     def refresh_paths(self) -> None:
         """Follow consumers' ICE pairs (they change on ICE restart); cheap when none moved."""
@@ -241,7 +264,7 @@ class Producer:
         self.last_seq, self.last_ts, self.last_time = seq, h.ts, now
         self.packets += 1
         self.octets += h.payload_end - h.payload_off
-        if self.groups and self.enabled and not self.holding:
+        if self.fast and self.enabled and not self.holding:
             self._fanout(data, h, now, None, level)
 
     def _audio_level(self, data: bytes, h: RtpHeader) -> int:

@@ -402,8 +402,7 @@ class Router:
         for track_id in gone:
             producer = self.producers.pop(track_id)
             self._ticking.discard(producer)
-            for c in list(producer.consumers):
-                producer.remove_consumer(c)
+            producer.close()
         pub = self.publishers.pop(participant_id, None)
         sub = self.subscribers.pop(participant_id, None)
         if sub is not None:

@@ -84,12 +84,14 @@ if COMPILED and _protect_is_libsrtp2():
     # The batch's packet descriptors, packed by struct into one C array (fp_pkt in fanout.c).
     _PKTS = _ffi.new("fp_pkt[]", MAX_BATCH)
     _PKTS_VIEW = _ffi.buffer(_PKTS)
+    _ENTRY_SIZE: int = _ffi.sizeof("fp_entry")
 else:
     _ffi = _lib = _fp_send = _fp_send_batch = None
     _PROTECT = 0
     MAX_PACKET = 2048 - 144  # same bound as fanout.c: the buffer less libsrtp's max trailer
     MAX_BATCH = 32
     _PKTS = _PKTS_VIEW = _GSO_OUT = None
+    _ENTRY_SIZE = 0
 _pack_pkt = struct.Struct("=IIBBHI").pack_into  # fp_pkt: off, len, b0, mark, seq, ts
 
 Batch = list[tuple[bytes, int, int, int, int]]
@@ -191,6 +193,23 @@ def _raw_address(addr: tuple[Any, ...], family: int) -> tuple[bytes, int, int] |
         return None
 
 
+def _row(c: Consumer) -> tuple[Consumer, _SocketFd, tuple[bytes, int, int]] | None:
+    """What the C path needs of a consumer, or None: the Python path sends to it."""
+    sfd = _socket_fd(getattr(c.sendto, "__self__", None))
+    raw = _raw_address(c.addr, sfd.family) if sfd is not None else None
+    if sfd is None or raw is None or c.ctx is None:
+        return None
+    return c, sfd, raw
+
+
+def _init(c: Consumer, sfd: _SocketFd, raw: tuple[bytes, int, int]) -> dict[str, Any]:
+    """A consumer's fp_entry as a cffi initializer (fp_prepare then makes its sockaddr)."""
+    ip, port, scope = raw
+    return {"ctx": int(_srtp_ffi.cast("uintptr_t", c.ctx)), "fd": sfd.fd, "ssrc": c.ssrc,
+            "pt": c.pt, "seq_off": c.seq_off & 0xFFFF, "ts_off": c.ts_off & 0xFFFFFFFF,
+            "ip": ip, "ip_len": len(ip), "port": port, "scope_id": scope}
+
+
 # ------------------------------------------------------------------------------ groups
 
 
@@ -210,6 +229,7 @@ class FastGroup:
     """
 
     __slots__ = (
+        "_cap",
         "_entries",
         "_errors_base",
         "_n",
@@ -237,6 +257,7 @@ class FastGroup:
         self._errors_base = 0
         self._entries: Any = None
         self._n = 0
+        self._cap = 0  # entries the array has room for
         self._native: list[Consumer] = []  # consumers behind self._entries, same order
         self._py: list[Consumer] = []  # sent by the Python loop
         self._socks: list[_SocketFd] = []  # keeps the dup'd fds open while entries use them
@@ -261,32 +282,75 @@ class FastGroup:
             return False
         self._seen = seen
         self._errors_base += self._c_errors()
-        native: list[Consumer] = []
         py: list[Consumer] = []
-        socks: list[_SocketFd] = []
         rows: list[tuple[Consumer, _SocketFd, tuple[bytes, int, int]]] = []
         for c in self.consumers:
-            sfd = _socket_fd(getattr(c.sendto, "__self__", None))
-            raw = _raw_address(c.addr, sfd.family) if sfd is not None else None
-            if sfd is None or raw is None or c.ctx is None:
+            row = _row(c)
+            if row is None:
                 py.append(c)
-                continue
-            rows.append((c, sfd, raw))
-        # One initializer list: cffi fills the array in C, ~2x faster than field-by-field
-        # (a regroup can happen in the packet path, when resuming consumers are admitted).
-        cast = _srtp_ffi.cast
-        entries = _ffi.new("fp_entry[]", [
-            {"ctx": int(cast("uintptr_t", c.ctx)), "fd": sfd.fd, "ssrc": c.ssrc, "pt": c.pt,
-             "seq_off": c.seq_off & 0xFFFF, "ts_off": c.ts_off & 0xFFFFFFFF,
-             "ip": ip, "ip_len": len(ip), "port": port, "scope_id": scope}
-            for c, sfd, (ip, port, scope) in rows] or 1)
-        _lib.fp_prepare(entries, len(rows))  # sockaddrs, in C, for the whole array at once
-        for c, sfd, _ in rows:
-            native.append(c)
-            socks.append(sfd)
+            else:
+                rows.append(row)
+        # One initializer list: cffi fills the array in C, ~2x faster than field-by-field.
+        # Room to grow by half again before `add` must reallocate.
+        n = len(rows)
+        entries = _ffi.new("fp_entry[]", [_init(*row) for row in rows] + [{}] * (n // 2 + 4))
+        _lib.fp_prepare(entries, n)  # sockaddrs, in C, for the whole array at once
         # Swap in one go: a half-built array is never visible to send().
-        self._entries, self._n, self._native, self._py, self._socks = (
-            entries, len(rows), native, py, socks)
+        self._entries, self._n, self._cap, self._py = entries, n, len(entries), py
+        self._native = [c for c, _, _ in rows]
+        self._socks = [sfd for _, sfd, _ in rows]
+        return True
+
+    # Membership changes one consumer at a time, O(1) but for a scan of the lists in C: a
+    # national room's 3,356th join must not rebuild the 3,355 entries before it (a rebuild costs
+    # ~10 us per consumer on a VM: joins in a surge were quadratic).
+    def add(self, c: Consumer) -> None:
+        """One more consumer, sent to from the next `send` on."""
+        self.consumers.append(c)
+        if not self.native:
+            self._py.append(c)
+            return
+        self._seen.append(_looks(c))
+        row = _row(c)
+        if row is None:
+            self._py.append(c)
+            return
+        if self._n == self._cap:  # full: a new array twice the size, entries copied as they are
+            cap = max(8, 2 * self._cap)
+            grown = _ffi.new("fp_entry[]", cap)
+            if self._n:
+                _ffi.memmove(grown, self._entries, self._n * _ENTRY_SIZE)
+            self._entries, self._cap = grown, cap
+        at = self._entries + self._n
+        _ffi.memmove(at, _ffi.new("fp_entry *", _init(*row)), _ENTRY_SIZE)
+        _lib.fp_prepare(at, 1)
+        self._n += 1
+        self._native.append(c)
+        self._socks.append(row[1])
+
+    def remove(self, c: Consumer) -> bool:
+        """Stop sending to `c`; False if it was not in the group. The last entry takes its
+        place (the order of consumers within a group means nothing)."""
+        try:
+            j = self.consumers.index(c)
+        except ValueError:
+            return False
+        del self.consumers[j]
+        if not self.native or c in self._py:
+            self._py.remove(c)
+            if self.native:
+                del self._seen[j]
+            return True
+        del self._seen[j]
+        i, last = self._native.index(c), self._n - 1
+        entries = self._entries
+        self._errors_base += entries[i].errors
+        if i != last:
+            _ffi.memmove(entries + i, entries + last, _ENTRY_SIZE)
+            self._native[i], self._socks[i] = self._native[last], self._socks[last]
+        self._native.pop()
+        self._socks.pop()
+        self._n = last
         return True
 
     def update_offsets(self) -> None:
@@ -300,7 +364,7 @@ class FastGroup:
 
     def close(self) -> None:
         """Drop the entries and this group's hold on the socket dups (also done by GC)."""
-        self._entries, self._n, self._native, self._socks = None, 0, [], []
+        self._entries, self._n, self._cap, self._native, self._socks = None, 0, 0, [], []
         self._py, self._seen = [], []
 
     # -------------------------------------------------------------- counters

@@ -64,7 +64,7 @@ async def test_last_n_sends_only_the_selected_video_and_resumes_with_a_picture()
         assert h.router.receiving_video("viewer") == ["chair/camera"]
         assert got["p1/camera"].video.frames == 0 and got["p2/camera"].video.frames == 0
         # Work for unwatched video is not done at all: no consumer of p1's camera is grouped.
-        assert not h.router.producers["p1/camera"].groups
+        assert not h.router.producers["p1/camera"].fast
         # Audio is not subject to Last-N.
         assert await wait_until(lambda: got["p1/microphone"].frames > 10, 10)
         # p1 takes the floor: the viewer gets its video, starting at a keyframe.

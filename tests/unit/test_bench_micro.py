@@ -38,3 +38,12 @@ def test_set_gso_switches_and_reports() -> None:
         assert on == fastpath.gso_enabled()
     finally:
         fastpath.set_gso(fastpath.GSO_DEFAULT)
+
+
+async def test_members_bench_joins_and_leaves_in_place() -> None:
+    from bench.micro_members import bench as members
+
+    # bench() raises when the group was rebuilt or lost members along the way.
+    line = await members(6, extra=3)
+    assert line["n"] == 6 and line["join_us"] > 0 and line["leave_us"] > 0
+    assert line["rebuild_us"] > 0

@@ -89,7 +89,7 @@ def receiver(host: str = "127.0.0.1") -> socket.socket:
 
 
 async def make_peer(i: int, key: bytes = KEY, host: str = "127.0.0.1",
-                    producer: Any = None) -> Peer:
+                    producer: Any = None, mid: str | None = None) -> Peer:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
         asyncio.DatagramProtocol, local_addr=(host, 0))
@@ -103,7 +103,7 @@ async def make_peer(i: int, key: bytes = KEY, host: str = "127.0.0.1",
         producer = SimpleNamespace(track=SimpleNamespace(id="pub/camera"))
     c = Consumer(producer, f"sub{i}", random.Random(i))
     neg = Negotiated(
-        mid=str(i), kind="video",
+        mid=str(i) if mid is None else mid, kind="video",
         codec=RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000,
                                     payloadType=96 + i),
         rtx_payload_type=0, extensions={URI_MID: 1, URI_ABS_SEND_TIME: 3},
