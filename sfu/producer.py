@@ -76,6 +76,7 @@ class Producer:
         self._by_key: dict[tuple[int, bytes, int, int], FastGroup] = {}
         self.enabled = True  # False: nothing is forwarded (server-side mute)
         self.resuming: list[Consumer] = []  # back from a pause: join at the next clean point
+        self.rejoin = False  # enabled again: every member re-syncs at the next clean point
         self.on_level: Callable[[str, int, float], None] | None = None  # active speaker feed
         self.ring = RetransmitRing(config.retransmit_cache)
         self.nack = NackGenerator() if self.video else None
@@ -200,14 +201,20 @@ class Producer:
                 if not c.paused and c not in self.resuming:
                     c.paused_at = (self.last_seq, self.last_ts, self.last_time)
         else:
-            resuming = set(map(id, self.resuming))
-            for c in self.consumers:
-                if c.ready and not c.paused and id(c) not in resuming:
-                    self._leave(c)
-                    self.resuming.append(c)
+            # The members stay in their groups (nothing was sent meanwhile, and the floor
+            # holder's audio to a national room must not leave and rejoin 3,356 of them): each
+            # continues from its pause point at the next clean point, as a resumed one does.
+            self.rejoin = bool(self.fast)
             self.request_keyframe(now)
 
     def _admit_resuming(self, h: RtpHeader, now: float) -> None:
+        if self.rejoin:
+            self.rejoin = False
+            self.flush()
+            for _, g in self.fast:
+                for c in g.consumers:
+                    c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
+                g.update_offsets()
         resuming, self.resuming = self.resuming, []
         for c in resuming:
             c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
@@ -254,9 +261,9 @@ class Producer:
             self.holding = False
             self.keyframes_seen += 1
             self.keyframes.on_keyframe(now)
-            if self.resuming:
+            if self.resuming or self.rejoin:
                 self._admit_resuming(h, now)
-        elif self.resuming and not self.video and self.enabled:
+        elif (self.resuming or self.rejoin) and not self.video and self.enabled:
             self._admit_resuming(h, now)
         level = self._audio_level(data, h)  # read once: the speaker and the fan-out use it
         if level >= 0 and self.on_level is not None:

@@ -108,16 +108,20 @@ async def test_the_producer_changes_its_groups_in_place() -> None:
         assert len(group) == 3
         seq = 100
 
-        def step(expect: list[Peer]) -> None:
+        def step(expect: list[Peer]) -> dict[int, int]:
+            """One packet in; what each expected peer got: its output seq (by peer index)."""
             nonlocal seq
             seq += 1
             data, h = rtp(seq, seq * 960, b"opus" * 20)
             producer.on_rtp(data, h, 1.0 + seq / 50)
-            for p in peers:
+            out = {}
+            for i, p in enumerate(peers):
                 if p in expect:
                     got = p.receive()
                     assert got.endswith(data[12:]) and HDR.unpack_from(got)[4] == p.consumer.ssrc
+                    out[i] = HDR.unpack_from(got)[2]
                 assert p.nothing_waiting()
+            return out
 
         step(peers[:3])
         producer.add_consumer(cs[3], 2.0)
@@ -130,13 +134,14 @@ async def test_the_producer_changes_its_groups_in_place() -> None:
         producer.pause(cs[2])
         producer.resume(cs[2], 3.5)
         producer.remove_consumer(cs[2])  # left while resuming: never joins
-        step([peers[0], peers[1], peers[3]])
-        producer.set_enabled(False, 4.0)
+        last = step([peers[0], peers[1], peers[3]])
+        producer.set_enabled(False, 4.0)  # the floor moves away: nothing is sent
         step([])
-        producer.set_enabled(True, 4.1)  # all re-sync at the next packet and rejoin
-        step([peers[0], peers[1], peers[3]])
-        (_, group), = producer.fast  # all left at the switch (the empty group went), rejoined
-        assert len(group) == 3
+        step([])
+        producer.set_enabled(True, 4.1)  # back: every member continues where it stopped
+        assert producer.fast[0][1] is group and len(group) == 3  # in place, no leave/rejoin
+        assert step([peers[0], peers[1], peers[3]]) == {i: (s + 1) & 0xFFFF
+                                                        for i, s in last.items()}
         for c in (cs[0], cs[1], cs[3]):
             producer.remove_consumer(c)
         assert producer.fast == [] and not group.consumers  # the empty group is dropped
