@@ -41,7 +41,7 @@ async def bench(n: int, extra: int) -> dict[str, Any]:
     producer.bind_source(Source(pt=111, rtx_pt=0, level_id=0))
     transports = await _consumers(producer, n + extra, sink.getsockname(), rng)
     try:
-        joiners = producer.consumers[n:]
+        joiners = list(producer.consumers)[n:]
         for c in joiners:  # out again: the group holds n
             producer.remove_consumer(c)
         (_, group), = producer.fast

@@ -67,7 +67,8 @@ class Producer:
         self.video = track.kind == "video"
         self.source: Source | None = None
         self.rtcp_ssrc = rng.randrange(1, 0xFFFFFFFF)
-        self.consumers: list[Consumer] = []
+        # Ordered sets (dicts): membership tests and removals stay O(1) at 3,356 bridges.
+        self.consumers: dict[Consumer, None] = {}
         # The consumers it sends to (ready, not paused, not resuming), grouped by extension
         # layout so the extension block is built once per group: packed arrays for the
         # compiled send loop (Python fallback inside). Changed one consumer at a time
@@ -75,7 +76,7 @@ class Producer:
         self.fast: list[tuple[tuple[int, bytes, int, int], FastGroup]] = []
         self._by_key: dict[tuple[int, bytes, int, int], FastGroup] = {}
         self.enabled = True  # False: nothing is forwarded (server-side mute)
-        self.resuming: list[Consumer] = []  # back from a pause: join at the next clean point
+        self.resuming: dict[Consumer, None] = {}  # back from a pause: join at a clean point
         self.rejoin = False  # enabled again: every member re-syncs at the next clean point
         self.on_level: Callable[[str, int, float], None] | None = None  # active speaker feed
         self.ring = RetransmitRing(config.retransmit_cache)
@@ -135,7 +136,7 @@ class Producer:
         c.packet_base, c.octet_base = self.packets, self.octets
         c.sync_to_source(None, None, None, self.last_seq or 0, self.last_ts or 0, now,
                          self.clock_rate)
-        self.consumers.append(c)
+        self.consumers[c] = None
         if c.paused:  # selected out (Last-N) before it was even connected
             c.paused_at = (self.last_seq, self.last_ts, self.last_time)
             return
@@ -143,16 +144,16 @@ class Producer:
             # Delta frames before its first keyframe are of no use to a new viewer, and a
             # decoder fed them may show garbage (libvpx does): it joins at the next keyframe,
             # as a resumed one does (mediasoup's consumers wait for one too).
-            self.resuming.append(c)
+            self.resuming[c] = None
         elif c.ready:
             self._join(c)
         self.request_keyframe(now)  # a new viewer needs a picture now, not at the next GOP
 
     def remove_consumer(self, c: Consumer) -> None:
         if c in self.consumers:
-            self.consumers.remove(c)
+            del self.consumers[c]
             if c in self.resuming:
-                self.resuming.remove(c)
+                del self.resuming[c]
             else:
                 self._leave(c)
 
@@ -161,7 +162,7 @@ class Producer:
         self._pending = {}
         for _, g in self.fast:
             g.close()
-        self.fast, self._by_key, self.consumers, self.resuming = [], {}, [], []
+        self.fast, self._by_key, self.consumers, self.resuming = [], {}, {}, {}
 
     def pause(self, c: Consumer) -> None:
         """Stop forwarding to one consumer (Last-N): no work is done for it from now on."""
@@ -169,7 +170,7 @@ class Producer:
             return
         c.paused = True
         if c in self.resuming:
-            self.resuming.remove(c)  # sent nothing since its pause point: keep that one
+            del self.resuming[c]  # sent nothing since its pause point: keep that one
         else:
             c.paused_at = (self.last_seq, self.last_ts, self.last_time)
             self._leave(c)
@@ -180,15 +181,15 @@ class Producer:
             return
         c.paused = False
         if c.ready and c not in self.resuming:
-            self.resuming.append(c)
+            self.resuming[c] = None
             self.request_keyframe(now)
 
     def adopt(self, c: Consumer, now: float) -> None:
         """A reused slot (sfu/slots.py) now sends this track: it joins from the next keyframe
         (video) or packet (audio) on, its output continuing from `c.paused_at`."""
-        self.consumers.append(c)
+        self.consumers[c] = None
         if not c.paused:
-            self.resuming.append(c)
+            self.resuming[c] = None
             self.request_keyframe(now)
 
     def set_enabled(self, enabled: bool, now: float) -> None:
@@ -215,7 +216,7 @@ class Producer:
                 for c in g.consumers:
                     c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
                 g.update_offsets()
-        resuming, self.resuming = self.resuming, []
+        resuming, self.resuming = self.resuming, {}
         for c in resuming:
             c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
             self._join(c)

@@ -54,8 +54,7 @@ def free(sub: SubscriberConnection, track_id: str) -> bool:
     if not c.paused and c not in old.resuming:
         # The last input packet sent to it: the output stream continues from there.
         c.paused_at = (old.last_seq, old.last_ts, old.last_time)
-    if c in old.resuming:
-        old.resuming.remove(c)
+    old.resuming.pop(c, None)
     old.remove_consumer(c)
     sub.by_ssrc.pop(c.ssrc, None)
     tr.direction = "inactive"  # type: ignore[attr-defined]

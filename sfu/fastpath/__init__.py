@@ -202,6 +202,15 @@ def _row(c: Consumer) -> tuple[Consumer, _SocketFd, tuple[bytes, int, int]] | No
     return c, sfd, raw
 
 
+def _take_last(items: list[Any], i: int, where: dict[Any, int] | None) -> None:
+    """Remove items[i] in O(1): the last item moves into its place (`where` follows it)."""
+    last = items.pop()
+    if i < len(items):
+        items[i] = last
+        if where is not None:
+            where[last] = i
+
+
 def _init(c: Consumer, sfd: _SocketFd, raw: tuple[bytes, int, int]) -> dict[str, Any]:
     """A consumer's fp_entry as a cffi initializer (fp_prepare then makes its sockaddr)."""
     ip, port, scope = raw
@@ -234,9 +243,11 @@ class FastGroup:
         "_errors_base",
         "_n",
         "_native",
+        "_npos",
         "_py",
         "_seen",
         "_socks",
+        "_where",
         "consumers",
         "failed",
         "native",
@@ -251,6 +262,7 @@ class FastGroup:
         elif native and _lib is None:
             raise RuntimeError(reason())
         self.consumers: list[Consumer] = list(consumers)
+        self._where = {c: i for i, c in enumerate(self.consumers)}  # index in consumers
         self.native = native
         self.failed: list[Consumer] = []
         self.py_errors = 0
@@ -259,7 +271,8 @@ class FastGroup:
         self._n = 0
         self._cap = 0  # entries the array has room for
         self._native: list[Consumer] = []  # consumers behind self._entries, same order
-        self._py: list[Consumer] = []  # sent by the Python loop
+        self._npos: dict[Consumer, int] = {}  # index in _native (and _entries, _socks)
+        self._py: dict[Consumer, None] = {}  # sent by the Python loop
         self._socks: list[_SocketFd] = []  # keeps the dup'd fds open while entries use them
         self._seen: list[tuple[Any, ...]] = []  # what each consumer looked like at the snapshot
         self.send = self._send_c if native else self._send_py
@@ -274,7 +287,7 @@ class FastGroup:
         returns whether anything was rebuilt. Cheap when nothing moved (one comparison per
         consumer, no allocation), so it can run on every report tick."""
         if not self.native:
-            self._py = list(self.consumers)
+            self._py = dict.fromkeys(self.consumers)
             return False
         seen = [_looks(c) for c in self.consumers]
         if not force and seen == self._seen and not any(
@@ -282,12 +295,12 @@ class FastGroup:
             return False
         self._seen = seen
         self._errors_base += self._c_errors()
-        py: list[Consumer] = []
+        py: dict[Consumer, None] = {}
         rows: list[tuple[Consumer, _SocketFd, tuple[bytes, int, int]]] = []
         for c in self.consumers:
             row = _row(c)
             if row is None:
-                py.append(c)
+                py[c] = None
             else:
                 rows.append(row)
         # One initializer list: cffi fills the array in C, ~2x faster than field-by-field.
@@ -298,6 +311,7 @@ class FastGroup:
         # Swap in one go: a half-built array is never visible to send().
         self._entries, self._n, self._cap, self._py = entries, n, len(entries), py
         self._native = [c for c, _, _ in rows]
+        self._npos = {c: i for i, c in enumerate(self._native)}
         self._socks = [sfd for _, sfd, _ in rows]
         return True
 
@@ -306,14 +320,15 @@ class FastGroup:
     # ~10 us per consumer on a VM: joins in a surge were quadratic).
     def add(self, c: Consumer) -> None:
         """One more consumer, sent to from the next `send` on."""
+        self._where[c] = len(self.consumers)
         self.consumers.append(c)
         if not self.native:
-            self._py.append(c)
+            self._py[c] = None
             return
         self._seen.append(_looks(c))
         row = _row(c)
         if row is None:
-            self._py.append(c)
+            self._py[c] = None
             return
         if self._n == self._cap:  # full: a new array twice the size, entries copied as they are
             cap = max(8, 2 * self._cap)
@@ -324,32 +339,29 @@ class FastGroup:
         at = self._entries + self._n
         _ffi.memmove(at, _ffi.new("fp_entry *", _init(*row)), _ENTRY_SIZE)
         _lib.fp_prepare(at, 1)
+        self._npos[c] = self._n
         self._n += 1
         self._native.append(c)
         self._socks.append(row[1])
 
     def remove(self, c: Consumer) -> bool:
-        """Stop sending to `c`; False if it was not in the group. The last entry takes its
-        place (the order of consumers within a group means nothing)."""
-        try:
-            j = self.consumers.index(c)
-        except ValueError:
+        """Stop sending to `c`; False if it was not in the group. The last member takes its
+        place in each list (the order of consumers within a group means nothing)."""
+        j = self._where.pop(c, None)
+        if j is None:
             return False
-        del self.consumers[j]
-        if not self.native or c in self._py:
-            self._py.remove(c)
-            if self.native:
-                del self._seen[j]
+        _take_last(self.consumers, j, self._where)
+        if self.native:
+            _take_last(self._seen, j, None)
+        if self._py.pop(c, 0) is None:  # (its value is None when present)
             return True
-        del self._seen[j]
-        i, last = self._native.index(c), self._n - 1
+        i, last = self._npos.pop(c), self._n - 1
         entries = self._entries
         self._errors_base += entries[i].errors
         if i != last:
             _ffi.memmove(entries + i, entries + last, _ENTRY_SIZE)
-            self._native[i], self._socks[i] = self._native[last], self._socks[last]
-        self._native.pop()
-        self._socks.pop()
+        _take_last(self._native, i, self._npos)
+        _take_last(self._socks, i, None)
         self._n = last
         return True
 
@@ -365,7 +377,7 @@ class FastGroup:
     def close(self) -> None:
         """Drop the entries and this group's hold on the socket dups (also done by GC)."""
         self._entries, self._n, self._cap, self._native, self._socks = None, 0, 0, [], []
-        self._py, self._seen = [], []
+        self._py, self._seen, self._npos = {}, [], {}
 
     # -------------------------------------------------------------- counters
     def _c_errors(self) -> int:
@@ -427,13 +439,13 @@ class FastGroup:
     def _send_py(self, tail: bytes, b0: int, mark: int, seq: int, ts: int) -> int:
         return self._loop(self._py, tail, b0, mark, seq, ts)
 
-    def _loop(self, consumers: list[Consumer], tail: bytes, b0: int, mark: int, seq: int,
+    def _loop(self, consumers: Iterable[Consumer], tail: bytes, b0: int, mark: int, seq: int,
               ts: int) -> int:
         # Producer._fanout's inner loop, unchanged: one process-wide buffer (the event loop is
         # single-threaded and each packet is handed to the kernel before the next is written).
         n = 12 + len(tail)
         if n > MAX_PACKET:
-            self.py_errors += len(consumers)
+            self.py_errors += len(consumers)  # type: ignore[arg-type]
             return 0
         buf, view, lenp, protect, pack_into = BUF, BUF_VIEW, LENP, srtp_protect, _pack_into
         sent = 0
