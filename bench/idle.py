@@ -58,7 +58,7 @@ async def run_idle(bridges: int, opts: IdleOptions, workdir: Path) -> dict[str, 
     try:
         await server.start()
         spec = json.dumps(server.spec())
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), proc_cpu(server.pid).total_s
         for i, first in enumerate(range(0, bridges, opts.per_proc)):
             count = min(opts.per_proc, bridges - first)
             children.append(await spawn(
@@ -68,6 +68,7 @@ async def run_idle(bridges: int, opts: IdleOptions, workdir: Path) -> dict[str, 
                 workdir / f"idle{i}.log"))
         await asyncio.gather(*(c.read_json(opts.connect_timeout + 30) for c in children))
         connect_s = time.monotonic() - t0
+        join_cpu_s = proc_cpu(server.pid).total_s - cpu0  # the joins (all bridges at once)
         await asyncio.sleep(opts.warmup)
         s0 = _snapshot(server, children)
         await asyncio.sleep(opts.seconds)
@@ -75,7 +76,9 @@ async def run_idle(bridges: int, opts: IdleOptions, workdir: Path) -> dict[str, 
         (workdir / "raw.json").write_text(json.dumps({"s0": s0, "s1": s1}))
         return summarize(bridges, opts, s0, s1, {
             "server_rss_mb": round(proc_rss_mb(server.pid), 1),
-            "connect_s": round(connect_s, 2)})
+            "connect_s": round(connect_s, 2), "join_server_cpu_s": round(join_cpu_s, 3),
+            "join_server_ms_per_bridge": round(join_cpu_s * 1e3 / bridges, 2) if bridges
+            else None})
     finally:
         await stop_all(children)
         await server.stop()

@@ -182,6 +182,9 @@ def test_idle_cli(tmp_path: Path) -> None:
         assert r["server_cpu_cores"] >= 0 and r["window_s"] >= 1.9, r
         assert r["server_wakeups_per_s"] > 0, r  # the room timers at least
     assert runs[("publisher", 3)]["connect_s"] > 0, runs
+    # The joins cost the server CPU (signaling, ICE, DTLS); none when nobody joined.
+    assert runs[("publisher", 3)]["join_server_ms_per_bridge"] > 0, runs
+    assert runs[("none", 0)]["join_server_ms_per_bridge"] is None, runs
     fits = {f["connection"]: f for f in lines if f["kind"] == "idle_fit"}
     assert set(fits) == {"publisher", "none"} and fits["publisher"]["points"] == 2, fits
     assert len(list(tmp_path.glob("idle-*.jsonl"))) == 1
