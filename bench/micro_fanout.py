@@ -95,7 +95,8 @@ async def _consumers(producer: Producer, n: int, sink: tuple[str, int],
 
 def _fanout_with(producer: Producer, native: bool) -> Callable[[bytes, RtpHeader, float], None]:
     """`Producer._fanout` itself, with its groups' send loop forced to C or to Python."""
-    groups = [(key, fastpath.FastGroup(g.consumers, native=native)) for key, g in producer.fast]
+    groups = {key: fastpath.FastGroup(g.consumers, native=native)
+              for key, g in producer.fast.items()}
 
     def fanout(data: bytes, h: RtpHeader, now: float) -> None:
         producer.fast = groups
@@ -161,7 +162,7 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
         h = RtpHeader()
         assert parse_into(h, key)
         producer.on_rtp(key, h, 1e9 - 1)
-        if len(producer.fast) != 1 or len(producer.fast[0][1]) != n:
+        if len(producer.fast) != 1 or len(next(iter(producer.fast.values()))) != n:
             raise RuntimeError(f"consumers not admitted: groups {producer.fast}")
         return producer
 

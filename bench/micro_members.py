@@ -44,7 +44,7 @@ async def bench(n: int, extra: int) -> dict[str, Any]:
         joiners = list(producer.consumers)[n:]
         for c in joiners:  # out again: the group holds n
             producer.remove_consumer(c)
-        (_, group), = producer.fast
+        ((track_key, group),) = producer.fast.items()
         if len(group) != n:
             raise RuntimeError(f"group of {len(group)}, not {n}")
         t0 = time.process_time()
@@ -54,7 +54,7 @@ async def bench(n: int, extra: int) -> dict[str, Any]:
         for c in joiners:
             producer.remove_consumer(c)
         t2 = time.process_time()
-        if len(group) != n or producer.fast[0][1] is not group:
+        if len(group) != n or producer.fast[track_key] is not group:
             raise RuntimeError("the group was rebuilt or lost members")
         rebuilds = []
         for _ in range(5):

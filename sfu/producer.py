@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from sfu.adapters.aiortc_tap import MAX_RTP, SrtpPath
@@ -71,10 +71,9 @@ class Producer:
         self.consumers: dict[Consumer, None] = {}
         # The consumers it sends to (ready, not paused, not resuming), grouped by extension
         # layout so the extension block is built once per group: packed arrays for the
-        # compiled send loop (Python fallback inside). Changed one consumer at a time
-        # (`_join`, `_leave`).
-        self.fast: list[tuple[tuple[int, bytes, int, int], FastGroup]] = []
-        self._by_key: dict[tuple[int, bytes, int, int], FastGroup] = {}
+        # compiled send loop (Python fallback inside), by layout. Changed one consumer at a
+        # time (`_join`, `_leave`).
+        self.fast: dict[tuple[int, bytes, int, int], FastGroup] = {}
         self.enabled = True  # False: nothing is forwarded (server-side mute)
         self.resuming: dict[Consumer, None] = {}  # back from a pause: join at a clean point
         self.rejoin = False  # enabled again: every member re-syncs at the next clean point
@@ -160,9 +159,9 @@ class Producer:
     def close(self) -> None:
         """The track is gone: every consumer with it, at once."""
         self._pending = {}
-        for _, g in self.fast:
+        for g in self.fast.values():
             g.close()
-        self.fast, self._by_key, self.consumers, self.resuming = [], {}, {}, {}
+        self.fast, self.consumers, self.resuming = {}, {}, {}
 
     def pause(self, c: Consumer) -> None:
         """Stop forwarding to one consumer (Last-N): no work is done for it from now on."""
@@ -212,7 +211,7 @@ class Producer:
         if self.rejoin:
             self.rejoin = False
             self.flush()
-            for _, g in self.fast:
+            for g in self.fast.values():
                 for c in g.consumers:
                     c.sync_to_source(*c.paused_at, h.seq, h.ts, now, self.clock_rate)
                 g.update_offsets()
@@ -223,25 +222,23 @@ class Producer:
 
     def _join(self, c: Consumer) -> None:
         self.flush()  # queued packets go out to the groups they were made for
-        g = self._by_key.get(c.ext_key)
+        g = self.fast.get(c.ext_key)
         if g is None:
-            g = self._by_key[c.ext_key] = FastGroup([])
-            self.fast.append((c.ext_key, g))
+            g = self.fast[c.ext_key] = FastGroup([])
         g.add(c)
 
     def _leave(self, c: Consumer) -> None:
-        g = self._by_key.get(c.ext_key)
+        g = self.fast.get(c.ext_key)
         if g is None:
             return
         self.flush()
         if g.remove(c) and not len(g):
             g.close()
-            del self._by_key[c.ext_key]
-            self.fast = [(key, other) for key, other in self.fast if other is not g]
+            del self.fast[c.ext_key]
 
     def refresh_paths(self) -> None:
         """Follow consumers' ICE pairs (they change on ICE restart); cheap when none moved."""
-        for _, g in self.fast:
+        for g in self.fast.values():
             g.refresh()
 
     # ------------------------------------------------------------------ ingress (hot)
@@ -299,7 +296,7 @@ class Producer:
                 continue  # they re-sync from their pause point when they come back
             c.sync_to_source(self.last_seq, self.last_ts, self.last_time, h.seq, h.ts, now,
                              self.clock_rate)
-        for _, g in self.fast:
+        for g in self.fast.values():
             g.update_offsets()
 
     def _fanout(
@@ -313,12 +310,12 @@ class Producer:
         seq, ts = h.seq, h.ts
         # A retransmission to one consumer goes through the Python path: rare, not worth a
         # packed array.
-        one = [(only.ext_key, FastGroup([only], native=False))] if only is not None else None
+        one = {only.ext_key: FastGroup([only], native=False)} if only is not None else None
         groups = self.fast if one is None else one
         # Queued while batching, and behind anything already queued (a held frame): in order.
         queue = self._pending if (self.batching or self._pending) and one is None else None
         sent = 0
-        for key, g in groups:
+        for key, g in groups.items():
             ext = build_extensions(key[0], key[1], key[2], abs_value, key[3], level)
             if 12 + len(ext) + nbody > MAX_RTP:
                 self.dropped += 1
@@ -328,7 +325,7 @@ class Producer:
                                                 seq, ts))
             else:
                 sent += g.send(ext + body, b0 | 0x10 if ext else b0, mark, seq, ts)
-        self._sent(sent, [g for _, g in groups])
+        self._sent(sent, groups.values())
 
     @property
     def frame_open(self) -> bool:
@@ -347,9 +344,9 @@ class Producer:
             return
         self._pending = {}
         sent = sum(g.send_batch(batch) for g, batch in pending.items())
-        self._sent(sent, list(pending))
+        self._sent(sent, pending)
 
-    def _sent(self, sent: int, groups: list[FastGroup]) -> None:
+    def _sent(self, sent: int, groups: Iterable[FastGroup]) -> None:
         self.forwarded += sent
         failed: list[Consumer] = []
         for g in groups:

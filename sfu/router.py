@@ -443,7 +443,7 @@ class Router:
             "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
             "tap_errors": tap.TapDtlsTransport.tap_errors,
             **gso_counters(),  # process-wide
-            "fanout_connected": sum(g.connected_count for p in producers for _, g in p.fast),
+            "fanout_connected": sum(g.connected_count for p in producers for g in p.fast.values()),
             **ingress_counters(ingress),  # connections whose socket the SFU reads itself
             # Process-wide: parked reads; our ICE consent checks sent, answered, expired.
             "ingress_parked_reads": parking.poller().reads,

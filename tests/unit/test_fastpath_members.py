@@ -104,7 +104,7 @@ async def test_the_producer_changes_its_groups_in_place() -> None:
         cs = [p.consumer for p in peers]
         for c in cs[:3]:
             producer.add_consumer(c, 1.0)
-        (_, group), = producer.fast
+        (group,) = producer.fast.values()
         assert len(group) == 3
         seq = 100
 
@@ -126,7 +126,7 @@ async def test_the_producer_changes_its_groups_in_place() -> None:
         step(peers[:3])
         producer.add_consumer(cs[3], 2.0)
         producer.pause(cs[1])
-        assert producer.fast[0][1] is group and len(group) == 3  # in place, no rebuild
+        assert producer.fast[cs[0].ext_key] is group and len(group) == 3  # in place
         step([peers[0], peers[2], peers[3]])
         producer.resume(cs[1], 3.0)  # resuming: joins at the next packet, continuing its seq
         assert len(group) == 3
@@ -139,17 +139,17 @@ async def test_the_producer_changes_its_groups_in_place() -> None:
         step([])
         step([])
         producer.set_enabled(True, 4.1)  # back: every member continues where it stopped
-        assert producer.fast[0][1] is group and len(group) == 3  # in place, no leave/rejoin
+        assert producer.fast[cs[0].ext_key] is group and len(group) == 3  # no leave/rejoin
         assert step([peers[0], peers[1], peers[3]]) == {i: (s + 1) & 0xFFFF
                                                         for i, s in last.items()}
         for c in (cs[0], cs[1], cs[3]):
             producer.remove_consumer(c)
-        assert producer.fast == [] and not group.consumers  # the empty group is dropped
+        assert producer.fast == {} and not group.consumers  # the empty group is dropped
         step([])
         producer.add_consumer(cs[0], 5.0)
         step([peers[0]])
         producer.close()
-        assert producer.fast == [] and not producer.consumers
+        assert producer.fast == {} and not producer.consumers
         step([])
     finally:
         close_all(peers)
