@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rooms.floor import ErrorCode, FloorControl, FloorEvent, FloorResult
 from rooms.model import Participant
 from sfu.core import lastn
-from sfu.router import Router
+from sfu.router import SOURCES, Router, TrackInfo
 from signaling import messages as m
 from signaling.errors import (
     BadMessage,
@@ -114,6 +114,7 @@ class RoomControl:
         # one subscriber can be planned alone against it, as if with everyone.
         self._inputs: tuple[Fixed, list[str], set[str]] = (((), (), None), [], set())
         self._audio: dict[str, bool] = {}  # audio gates the Router was last told
+        self._heard: set[str] = set()  # those of them open
         self._client_quality: dict[str, dict[str, Any]] = {}
         self._positions: dict[str, int] = {}  # hand queue positions participants were told
         # Auto-subscribers get the tracks the plan and the floor give them, not every track
@@ -121,6 +122,7 @@ class RoomControl:
         self.subscribe_by_plan = subscribe_by_plan
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._resync: set[str] = set()
+        self.subscription_syncs = 0  # runs of `_sync_loop` (GET /api/rooms/{room}/media)
         router.on_dominant_speaker = self._on_dominant_speaker
 
     # --- floor results ---------------------------------------------------------------------
@@ -199,6 +201,7 @@ class RoomControl:
     def forget(self, pid: str) -> None:
         """A participant gone from the room: nothing of it stays in the plan's bookkeeping."""
         self._audio.pop(pid, None)
+        self._heard.discard(pid)
         self._plan.pop(pid, None)
 
     def _sync_audio(self, pid: str) -> None:
@@ -208,10 +211,11 @@ class RoomControl:
         if self._audio.get(pid) != allowed:
             self.router.set_audio_allowed(pid, allowed)
             self._audio[pid] = allowed
-            if self.subscribe_by_plan and any(t.participant_id == pid and t.kind == "audio"
-                                              for t in self.router.tracks()):
+            (self._heard.add if allowed else self._heard.discard)(pid)
+            if self.subscribe_by_plan and self._tracks_of([pid], "audio"):
                 for other in self.peers:
-                    self.sync_tracks(other)  # everyone hears (or stops hearing) it
+                    if other != pid:
+                        self.sync_tracks(other)  # everyone else hears (or stops hearing) it
 
     # --- Last-N ----------------------------------------------------------------------------
 
@@ -266,13 +270,31 @@ class RoomControl:
 
     def wanted_tracks(self, pid: str) -> list[str] | None:
         """What an auto-subscribing `pid` is subscribed to: the video of its plan and the audio
-        the floor lets it hear (None: every track, where the room does not subscribe by plan)."""
+        the floor lets it hear (None: every track, where the room does not subscribe by plan).
+        Costs its plan and the heard, not the room's tracks: every joiner of a national
+        conference asks, and the room may hold thousands of tracks by then."""
         if not self.subscribe_by_plan:
             return None
-        video = self._plan.get(pid, frozenset())
-        return [t.id for t in self.router.tracks() if t.participant_id != pid and (
-            t.participant_id in video if t.kind == "video"
-            else self.floor.audio_allowed(t.participant_id))]
+        video = [p for p in self._plan.get(pid, ()) if p != pid]
+        heard = [p for p in self._heard if p != pid]
+        tracks = self._tracks_of(video, "video") + self._tracks_of(heard, "audio")
+        return sorted(t.id for t in tracks)
+
+    def _tracks_of(self, pids: list[str], kind: str) -> list[TrackInfo]:
+        producers = self.router.producers  # track ids are "<participant>/<source>"
+        return [p.track for pid in pids for s in SOURCES
+                if (p := producers.get(f"{pid}/{s}")) is not None and p.kind == kind]
+
+    def sync_published(self, pid: str, tracks: list[TrackInfo]) -> list[asyncio.Future[None]]:
+        """After `pid` published `tracks` (and the re-plan that made its video available):
+        syncs of only the auto-subscribers that want one of them (everyone for audio the
+        floor lets be heard, those shown its video), not of the whole room: a commune's
+        camera shown to nobody must not cost 3,000 syncs."""
+        heard = pid in self._heard and any(t.kind == "audio" for t in tracks)
+        shown = any(t.kind == "video" for t in tracks)
+        syncs = [self.sync_tracks(o) for o in self.peers
+                 if o != pid and (heard or (shown and pid in self._plan.get(o, ())))]
+        return [s for s in syncs if s is not None]
 
     def sync_tracks(self, pid: str) -> asyncio.Future[None] | None:
         """Bring an auto-subscriber's subscriptions to `wanted_tracks`, unsubscribing and
@@ -292,6 +314,7 @@ class RoomControl:
         try:
             while pid in self._resync:
                 self._resync.discard(pid)
+                self.subscription_syncs += 1
                 wanted = self.wanted_tracks(pid)
                 if pid not in self.peers or wanted is None:
                     return
@@ -370,6 +393,7 @@ class RoomControl:
             "floor": list(self.floor.floor_holders()),
             "spotlight": self.floor.spotlight,
             "audio_allowed": sorted(p for p in self.peers if self.floor.audio_allowed(p)),
+            "subscription_syncs": self.subscription_syncs,
             "demanded": sorted(lastn.demanded(self._plan)),
             # per video track: subscribers it is forwarded to now (0: no work done for it)
             "forwarding": {t: sum(1 for c in p.consumers if not c.paused)

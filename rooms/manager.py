@@ -235,16 +235,15 @@ class RoomManager:
             self.broadcast(room_id, m.track_published(track.to_json()))
         if any(t.kind == "video" for t in tracks):
             live.control.replan()  # before subscribing: unwatched video is never started
+        if live.control.subscribe_by_plan:  # a conference: only those plan and floor give it
+            await asyncio.gather(*live.control.sync_published(peer.participant.id, tracks))
+            return
         ids = [t.id for t in tracks]
         targets = [
             other
             for other in live.peers.values()
             if other is not peer and other.auto_subscribe and other.participant.can("subscribe")
         ]
-        if live.control.subscribe_by_plan:  # a conference: only what plan and floor give
-            syncs = [live.control.sync_tracks(t.participant.id) for t in targets]
-            await asyncio.gather(*(s for s in syncs if s is not None))
-            return
         results = await asyncio.gather(
             *(live.router.subscribe(t.participant.id, ids) for t in targets),
             return_exceptions=True,

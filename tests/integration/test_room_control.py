@@ -5,6 +5,7 @@ and tells. Peers are tests/integration/test_manager.py's RecordingPeer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -188,3 +189,49 @@ async def test_a_replacement_with_other_rights_starts_afresh(manager: RoomManage
     assert [e["type"] for e in hq.inbox[-3:]] == ["hand_lowered", "participant_left",
                                                   "participant_joined"]  # fmt: skip
     assert mgr.floor_snapshot(other)["you"]["state"] == "silent"
+
+
+async def test_a_publication_syncs_only_the_bridges_that_want_it(
+    publisher_offer: PublisherOffer,
+) -> None:
+    """In a conference, a bridge's publication re-syncs the auto-subscribers shown its video or
+    hearing its audio, not the whole room (3,000 syncs per commune camera otherwise)."""
+    mgr = RoomManager(MemoryRoomStore(), SfuConfig(ice_hosts=("127.0.0.1",)))
+    try:
+        assert await mgr.create_conference(parse_conference({"room": ROOM, "last_n": 1}))
+        hq = chair()
+        bridges = {p: RecordingPeer(p) for p in ("a", "b", "c")}
+        for peer in (hq, *bridges.values()):
+            await admit(mgr, peer)
+            await mgr.auto_subscribe_joined(peer)  # as signaling does after `joined`
+        router = the_router(mgr)
+
+        def syncs() -> int:
+            view = mgr.media_view(ROOM)
+            assert view is not None
+            return view["subscription_syncs"]
+
+        async def publish(peer: RecordingPeer) -> int:
+            before = syncs()
+            _, tracks = await mgr.publish(peer, await publisher_offer(), {})
+            await mgr.announce_published(peer, tracks)
+            return syncs() - before
+
+        assert await publish(hq) == 3  # the chair: heard and shown by everyone
+        assert await publish(bridges["a"]) == 3  # Last-N 1: the first other shown to all
+        assert await publish(bridges["b"]) == 1  # shown to a only
+        assert await publish(bridges["c"]) == 0  # shown to nobody, not heard
+        chair_tracks = {"hq/camera", "hq/microphone"}
+        assert router.subscribed("a") == chair_tracks | {"b/camera"}
+        assert router.subscribed("b") == router.subscribed("c") == chair_tracks | {"a/camera"}
+        assert router.subscribed("hq") == {"a/camera"}
+
+        # The floor: c is heard by everyone and shown to everyone.
+        before = syncs()
+        await mgr.control(hq, "give_floor", {"target": "c"})
+        await asyncio.gather(*mgr._rooms[ROOM].control._syncing.values())  # started, not awaited
+        assert syncs() - before == 3
+        for pid in ("hq", "a", "b"):
+            assert {"c/camera", "c/microphone"} <= router.subscribed(pid)
+    finally:
+        await mgr.close()

@@ -47,3 +47,13 @@ async def test_members_bench_joins_and_leaves_in_place() -> None:
     line = await members(6, extra=3)
     assert line["n"] == 6 and line["join_us"] > 0 and line["leave_us"] > 0
     assert line["rebuild_us"] > 0
+
+
+async def test_conference_bench_counts_what_a_publication_costs() -> None:
+    from bench.micro_conference import bench as conference
+
+    line = await conference(8, publications=2)
+    # 8 bridges with a camera and a microphone each, then 2 more that join and publish.
+    assert line["bridges"] == 8 and line["tracks"] == 20
+    assert line["join_ms"] > 0 and line["announce_ms"] > 0
+    assert line["syncs_per_publication"] == 0  # shown to nobody, heard by nobody: no sync

@@ -1,0 +1,125 @@
+"""CPU ms per publication and per late join in a national conference, by room size.
+
+    python -m bench.micro_conference [--sizes 100,1000,3356] [--publications 10]
+
+A conference room (rooms/conference.py, Last-N 0, nobody has the floor) of n auto-subscribing
+bridges that each publish a camera and a microphone: what a national room holds once the
+communes are in. Then `--publications` more bridges join and publish, one after the other,
+each shown to nobody and heard by nobody (a commune in a surge). Measured, in process CPU:
+`join_ms` (mean of `RoomManager.join` + `auto_subscribe_joined`, what signaling runs for a
+joiner) and `announce_ms` (mean of `announce_published`: the `track_published` broadcasts, the
+re-plan, the subscription syncs), with `syncs_per_publication` (GET /api/rooms/{room}/media's
+`subscription_syncs`; null where the code has no such count).
+
+Real parts: the RoomManager with its Router and RoomControl. The room's tracks are fed as a
+cascade edge's are (`Router.add_producer`, sfu/edge.py), so no SDP is negotiated: the figures
+are the room control's alone. The peers are this file's own `Peer`s (the manager's protocol),
+which count what they are sent. One JSON line per size on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from typing import Any
+
+from rooms.conference import parse_conference
+from rooms.manager import JoinSnapshot, RoomManager
+from rooms.memory import MemoryRoomStore
+from rooms.model import Participant
+from sfu.config import SfuConfig
+from sfu.producer import Producer
+from sfu.router import TrackInfo
+
+ROOM = "national"
+GRANTS = frozenset({"publish", "subscribe"})
+
+
+class Bridge:
+    """A rooms.manager.Peer that counts what it is sent."""
+
+    def __init__(self, pid: str) -> None:
+        self.participant = Participant(pid, ROOM, "commune", pid, grants=GRANTS)
+        self.auto_subscribe = True
+        self.received = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.received += 1
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def _publish(mgr: RoomManager, pid: str, rng: random.Random) -> list[TrackInfo]:
+    router = mgr.routers()[ROOM]
+    tracks = [TrackInfo(f"{pid}/camera", pid, "video", "camera", "VP8"),
+              TrackInfo(f"{pid}/microphone", pid, "audio", "microphone", "opus")]
+    for t in tracks:
+        router.add_producer(Producer(t, 90000 if t.kind == "video" else 48000, router.config,
+                                     rng))
+    return tracks
+
+
+async def _join(mgr: RoomManager, bridge: Bridge) -> JoinSnapshot:
+    snap = await mgr.join(bridge, lambda _snap: None)
+    await mgr.auto_subscribe_joined(bridge)
+    return snap
+
+
+def _syncs(mgr: RoomManager) -> int | None:
+    view = mgr.media_view(ROOM) or {}
+    return view.get("subscription_syncs")
+
+
+async def bench(n: int, publications: int) -> dict[str, Any]:
+    rng = random.Random(n)
+    mgr = RoomManager(MemoryRoomStore(), SfuConfig(ice_hosts=("127.0.0.1",)))
+    try:
+        if not await mgr.create_conference(parse_conference({"room": ROOM, "last_n": 0})):
+            raise RuntimeError("conference not created")
+        for i in range(n):
+            await _join(mgr, Bridge(f"c{i}"))
+            _publish(mgr, f"c{i}", rng)  # in the room, unannounced: only the late ones count
+        join_s = announce_s = 0.0
+        syncs: int | None = 0
+        for i in range(publications):
+            late = Bridge(f"late{i}")
+            t0 = time.process_time()
+            await _join(mgr, late)
+            t1 = time.process_time()
+            tracks = _publish(mgr, late.participant.id, rng)
+            before = _syncs(mgr)
+            t2 = time.process_time()
+            await mgr.announce_published(late, tracks)
+            t3 = time.process_time()
+            after = _syncs(mgr)
+            syncs = None if syncs is None or before is None or after is None else (
+                syncs + after - before)
+            join_s += t1 - t0
+            announce_s += t3 - t2
+        tracks_now = len(mgr.routers()[ROOM].producers)
+        return {"bench": "micro_conference", "bridges": n, "publications": publications,
+                "tracks": tracks_now, "join_ms": round(1000 * join_s / publications, 3),
+                "announce_ms": round(1000 * announce_s / publications, 3),
+                "syncs_per_publication": None if syncs is None
+                else round(syncs / publications, 2)}
+    finally:
+        await mgr.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.micro_conference")
+    ap.add_argument("--sizes", default="100,1000,3356")
+    ap.add_argument("--publications", type=int, default=10)
+    args = ap.parse_args(argv)
+    for n in (int(x) for x in args.sizes.split(",")):
+        print(json.dumps(asyncio.run(bench(n, args.publications))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
