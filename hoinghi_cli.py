@@ -215,6 +215,9 @@ def _uvicorn_config(app: Any, args: argparse.Namespace, max_message_bytes: int) 
         # keepalive_s, silent connections closed after 3x) already finds dead peers and keeps
         # NATs open; uvicorn's would add a timer, a frame and a pong per bridge every 20 s.
         ws_ping_interval=None,
+        # No permessage-deflate: every broadcast would be compressed once per bridge
+        # (docs/signaling.md, Transport).
+        ws_per_message_deflate=False,
         log_level=args.log_level,
         timeout_graceful_shutdown=5,
     )

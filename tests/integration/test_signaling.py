@@ -120,6 +120,12 @@ async def test_join_returns_joined_with_the_documented_content(
     module_server: ServerProcess, connect_ws: Connect, room: str
 ) -> None:
     client = await connect_ws(module_server)
+    # The client offered permessage-deflate (websockets does by default, browsers too); the
+    # server declines it: compressing each broadcast per bridge costs a surge more than the
+    # bytes it saves (docs/signaling.md, Transport).
+    assert "permessage-deflate" in (client.ws.request.headers.get("Sec-WebSocket-Extensions")
+                                    or "")
+    assert client.ws.response.headers.get("Sec-WebSocket-Extensions") is None
     token = module_server.token(room, "hanoi-hq", "chair", name="Hà Nội HQ", province="01")
     reply = await client.join(token, room=room)
     assert reply == {
