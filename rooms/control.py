@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rooms.floor import ErrorCode, FloorControl, FloorEvent, FloorResult
 from rooms.model import Participant
 from sfu.core import lastn
-from sfu.router import SOURCES, Router, TrackInfo
+from sfu.router import Router, TrackInfo
 from signaling import messages as m
 from signaling.errors import (
     BadMessage,
@@ -281,9 +281,7 @@ class RoomControl:
         return sorted(t.id for t in tracks)
 
     def _tracks_of(self, pids: list[str], kind: str) -> list[TrackInfo]:
-        producers = self.router.producers  # track ids are "<participant>/<source>"
-        return [p.track for pid in pids for s in SOURCES
-                if (p := producers.get(f"{pid}/{s}")) is not None and p.kind == kind]
+        return [p.track for pid in pids for p in self.router.producers_of(pid) if p.kind == kind]
 
     def sync_published(self, pid: str, tracks: list[TrackInfo]) -> list[asyncio.Future[None]]:
         """After `pid` published `tracks` (and the re-plan that made its video available):

@@ -125,6 +125,8 @@ class EdgeRoom:
                                                     "codec")})
         except (KeyError, TypeError) as exc:
             raise EdgeError("bad track") from exc
+        if info.id != f"{info.participant_id}/{info.source}":  # Router.producers_of finds it so
+            raise EdgeError("bad track id")
         if self.home is None:
             raise EdgeError("track before hello")
         producer = self.router.producers.get(info.id)

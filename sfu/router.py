@@ -76,14 +76,8 @@ class TrackInfo:
     muted: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "participant_id": self.participant_id,
-            "kind": self.kind,
-            "source": self.source,
-            "codec": self.codec,
-            "muted": self.muted,
-        }
+        return {"id": self.id, "participant_id": self.participant_id, "kind": self.kind,
+                "source": self.source, "codec": self.codec, "muted": self.muted}
 
 
 # send_offer(participant_id, sdp, mids) must deliver {"type":"offer","pc":"subscriber",...}.
@@ -337,9 +331,13 @@ class Router:
             self._audio_blocked.discard(participant_id)
         else:
             self._audio_blocked.add(participant_id)
-        for p in self.producers.values():
-            if p.track.participant_id == participant_id:
-                self._apply_gates(p)
+        for p in self.producers_of(participant_id):
+            self._apply_gates(p)
+
+    def producers_of(self, participant_id: str) -> list[Producer]:
+        """Its tracks' producers: ids are "<participant>/<source>" (sfu/edge.py checks those it
+        is sent), so a few lookups, not a scan of a national room's thousands of tracks."""
+        return [p for s in SOURCES if (p := self.producers.get(f"{participant_id}/{s}"))]
 
     def set_video_from(self, subscriber_id: str, publishers: frozenset[str] | None) -> None:
         """Last-N: the publishers whose video this subscriber receives (None: all). Video it
@@ -398,7 +396,7 @@ class Router:
             await _close_quietly(sub.pc)
 
     async def remove_participant(self, participant_id: str) -> list[str]:
-        gone = [t for t, p in self.producers.items() if p.track.participant_id == participant_id]
+        gone = [p.track.id for p in self.producers_of(participant_id)]
         for track_id in gone:
             producer = self.producers.pop(track_id)
             self._ticking.discard(producer)

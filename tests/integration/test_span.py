@@ -242,6 +242,11 @@ async def test_span_link_survives_bad_messages_and_stray_datagrams(
         assert (await call({"op": "track", "id": 6, "no": 1, "generation": 0,
                             "track": {"id": "a/camera"}, "clock_rate": 90000,
                             "level_id": 0}))["error"] == "bad_request"
+        mislabelled = {"id": "a/camera", "participant_id": "b", "kind": "video",
+                       "source": "camera", "codec": "VP8"}  # a's camera, said to be b's
+        assert (await call({"op": "track", "id": 8, "no": 1, "generation": 0,
+                            "track": mislabelled, "clock_rate": 90000,
+                            "level_id": 0}))["error"] == "bad_request"
         # Still serving after all that.
         assert (await call({"op": "reset", "id": 7, "pid": "p"})) == {"op": "result", "id": 7}
     assert (await _health(front))["status"] == "ok"
