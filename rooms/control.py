@@ -329,7 +329,7 @@ class RoomControl:
                 del self._syncing[pid]
 
     def _video_publishers(self) -> set[str]:
-        return {t.participant_id for t in self.router.tracks() if t.kind == "video"}
+        return {p.track.participant_id for p in self.router.producers.values() if p.video}
 
     def _ranking(self, available: set[str]) -> list[str]:
         """The speaker ranking (dominant first, then recent speech), then the publishers that
