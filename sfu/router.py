@@ -337,7 +337,8 @@ class Router:
     def producers_of(self, participant_id: str) -> list[Producer]:
         """Its tracks' producers: ids are "<participant>/<source>" (sfu/edge.py checks those it
         is sent), so a few lookups, not a scan of a national room's thousands of tracks."""
-        return [p for s in SOURCES if (p := self.producers.get(f"{participant_id}/{s}"))]
+        return [p for s in SOURCES
+                if (p := self.producers.get(f"{participant_id}/{s}")) is not None]
 
     def set_video_from(self, subscriber_id: str, publishers: frozenset[str] | None) -> None:
         """Last-N: the publishers whose video this subscriber receives (None: all). Video it
