@@ -112,9 +112,10 @@ async def bench(n: int, publications: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.micro_conference")
-    ap.add_argument("--sizes", default="100,1000,3356")
-    ap.add_argument("--publications", type=int, default=10)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="100,1000,3356", help="bridges in the room, comma-separated")
+    ap.add_argument("--publications", type=int, default=10,
+                    help="bridges that join and publish after them, measured")
     args = ap.parse_args(argv)
     for n in (int(x) for x in args.sizes.split(",")):
         print(json.dumps(asyncio.run(bench(n, args.publications))), flush=True)
