@@ -123,6 +123,7 @@ class RoomControl:
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._resync: set[str] = set()
         self.subscription_syncs = 0  # runs of `_sync_loop` (GET /api/rooms/{room}/media)
+        self.replans = 0  # full Last-N plans (idem)
         router.on_dominant_speaker = self._on_dominant_speaker
 
     # --- floor results ---------------------------------------------------------------------
@@ -246,6 +247,21 @@ class RoomControl:
                 self.router.set_video_from(sub, new[sub])
                 self.sync_tracks(sub)
         self._plan = new
+        self._inputs = (fixed, ranking, available)
+        self.replans += 1
+
+    def video_published(self, pid: str) -> None:
+        """`pid`'s video is available now: re-plan, unless it enters nobody's plan (a
+        commune's camera in a national room: `lastn.shown_by_nobody`), where only the inputs
+        that `_plan_one` plans joiners against take it in."""
+        fixed = (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
+        available = self._inputs[2] | {pid}
+        ranking = self._ranking(available)
+        n_max = max([self.last_n, *self._n_for.values()])
+        if pid in self._inputs[2] or not lastn.shown_by_nobody(pid, *fixed, ranking, n_max,
+                                                                  self._inputs[2]):
+            self.replan()
+            return
         self._inputs = (fixed, ranking, available)
 
     def after_leave(self, pid: str) -> None:
@@ -392,6 +408,7 @@ class RoomControl:
             "spotlight": self.floor.spotlight,
             "audio_allowed": sorted(p for p in self.peers if self.floor.audio_allowed(p)),
             "subscription_syncs": self.subscription_syncs,
+            "replans": self.replans,
             "demanded": sorted(lastn.demanded(self._plan)),
             # per video track: subscribers it is forwarded to now (0: no work done for it)
             "forwarding": {t: sum(1 for c in p.consumers if not c.paused)

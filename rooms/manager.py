@@ -234,7 +234,8 @@ class RoomManager:
         for track in tracks:
             self.broadcast(room_id, m.track_published(track.to_json()))
         if any(t.kind == "video" for t in tracks):
-            live.control.replan()  # before subscribing: unwatched video is never started
+            # before subscribing: unwatched video is never started
+            live.control.video_published(peer.participant.id)
         if live.control.subscribe_by_plan:  # a conference: only those plan and floor give it
             await asyncio.gather(*live.control.sync_published(peer.participant.id, tracks))
             return

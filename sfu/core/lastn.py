@@ -86,6 +86,29 @@ def plan(subscribers: Iterable[str], chair_ids: Iterable[str], floor_holders: It
     return out
 
 
+def shown_by_nobody(publisher: str, chair_ids: Collection[str], floor_holders: Collection[str],
+                    spotlight: str | None, ranking: Sequence[str], n_max: int,
+                    available: Collection[str]) -> bool:
+    """Whether `publisher`'s video, once it joins `available`, enters no plan whatever the
+    subscribers: it is not fixed, and more than `n_max` other available publishers that are
+    not fixed rank before it (a subscriber takes at most `n_max` of them, one more when it is
+    one of them itself). Then no re-plan is needed: a national room's commune cameras, shown
+    to nobody, do not re-plan 3,000 subscribers each. False when unsure (not ranked at all)."""
+    if publisher == spotlight or publisher in chair_ids or publisher in floor_holders:
+        return False
+    fixed = {*chair_ids, *floor_holders, spotlight}
+    seen: set[str] = set()
+    for p in ranking:
+        if p == publisher:
+            return False
+        if p in seen or p in fixed or p not in available:
+            continue
+        seen.add(p)
+        if len(seen) > n_max:
+            return True
+    return False
+
+
 def diff(old: Mapping[str, frozenset[str]], new: Mapping[str, frozenset[str]]
          ) -> dict[str, Change]:
     """Per subscriber, what to start and stop forwarding; unchanged subscribers are left out. A

@@ -206,32 +206,41 @@ async def test_a_publication_syncs_only_the_bridges_that_want_it(
             await mgr.auto_subscribe_joined(peer)  # as signaling does after `joined`
         router = the_router(mgr)
 
-        def syncs() -> int:
+        def count(what: str) -> int:
             view = mgr.media_view(ROOM)
             assert view is not None
-            return view["subscription_syncs"]
+            return view[what]
 
-        async def publish(peer: RecordingPeer) -> int:
-            before = syncs()
+        def syncs() -> int:
+            return count("subscription_syncs")
+
+        async def publish(peer: RecordingPeer) -> tuple[int, int]:
+            """(syncs, full Last-N plans) the publication cost."""
+            before = syncs(), count("replans")
             _, tracks = await mgr.publish(peer, await publisher_offer(), {})
             await mgr.announce_published(peer, tracks)
-            return syncs() - before
+            return syncs() - before[0], count("replans") - before[1]
 
-        assert await publish(hq) == 3  # the chair: heard and shown by everyone
-        assert await publish(bridges["a"]) == 3  # Last-N 1: the first other shown to all
-        assert await publish(bridges["b"]) == 1  # shown to a only
-        assert await publish(bridges["c"]) == 0  # shown to nobody, not heard
+        assert await publish(hq) == (3, 1)  # the chair: heard and shown by everyone
+        assert await publish(bridges["a"]) == (3, 1)  # Last-N 1: the first other, for all
+        assert await publish(bridges["b"]) == (1, 1)  # shown to a only
+        # Shown to nobody (a and b rank before it), not heard: no sync, not even a plan.
+        assert await publish(bridges["c"]) == (0, 0)
         chair_tracks = {"hq/camera", "hq/microphone"}
         assert router.subscribed("a") == chair_tracks | {"b/camera"}
         assert router.subscribed("b") == router.subscribed("c") == chair_tracks | {"a/camera"}
         assert router.subscribed("hq") == {"a/camera"}
+        late = RecordingPeer("d")  # planned alone against what c's publication left
+        await admit(mgr, late)
+        await mgr.auto_subscribe_joined(late)
+        assert router.subscribed("d") == chair_tracks | {"a/camera"}
 
         # The floor: c is heard by everyone and shown to everyone.
         before = syncs()
         await mgr.control(hq, "give_floor", {"target": "c"})
         await asyncio.gather(*mgr._rooms[ROOM].control._syncing.values())  # started, not awaited
-        assert syncs() - before == 3
-        for pid in ("hq", "a", "b"):
+        assert syncs() - before == 4
+        for pid in ("hq", "a", "b", "d"):
             assert {"c/camera", "c/microphone"} <= router.subscribed(pid)
     finally:
         await mgr.close()

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.core.lastn import Change, demanded, diff, plan, select_audio, select_video
+from sfu.core.lastn import (
+    Change,
+    demanded,
+    diff,
+    plan,
+    select_audio,
+    select_video,
+    shown_by_nobody,
+)
 
 PUBS = {"hq", "hn", "hp", "dn", "xa1", "xa2", "xa3", "xa4"}
 RANKING = ["xa3", "hn", "xa1", "hq", "xa2", "dn", "hp", "xa4"]
@@ -176,3 +184,35 @@ def test_diff_applied_to_old_gives_new(old: dict[str, frozenset[str]],
         assert not change.added & change.removed
         assert (s in d) == (before != after)
     assert demanded(new) == frozenset().union(*new.values())
+
+
+@settings(max_examples=400)
+@given(inputs, ids, st.lists(ids, max_size=12, unique=True),
+       st.dictionaries(ids, st.integers(0, 4), max_size=3))
+def test_a_video_shown_by_nobody_changes_no_plan(a: Args, new: str, subs: list[str],
+                                                  n_for: dict[str, int]) -> None:
+    """What `shown_by_nobody` promises: adding that publisher to `available` leaves every plan
+    as it was, whoever subscribes and whatever their n."""
+    available = set(a["available"]) - {new}
+    n_max = max([a["n"], *n_for.values()])
+    args = (a["chairs"], a["holders"], a["spotlight"], a["ranking"])
+    if not shown_by_nobody(new, *args, n_max, available):
+        return
+    before = plan(subs, *args, a["n"], available, n_for=n_for)
+    after = plan(subs, *args, a["n"], available | {new}, n_for=n_for)
+    assert after == before
+
+
+def test_shown_by_nobody_examples() -> None:
+    ranking = ["xa3", "hn", "xa1", "hq", "xa2", "dn", "hp", "xa4"]
+    # Two others before xa4 would do for n = 1 (one more in case the subscriber is one).
+    assert shown_by_nobody("xa4", ["hq"], [], None, ranking, 1, PUBS - {"xa4"})
+    assert not shown_by_nobody("xa4", ["hq"], [], None, ranking, 6, PUBS - {"xa4"})
+    assert not shown_by_nobody("xa4", ["xa4"], [], None, ranking, 1, PUBS)  # a chair
+    assert not shown_by_nobody("xa4", [], ["xa4"], None, ranking, 1, PUBS)  # the floor
+    assert not shown_by_nobody("xa4", [], [], "xa4", ranking, 1, PUBS)  # the spotlight
+    assert not shown_by_nobody("xa3", [], [], None, ranking, 0, PUBS)  # ranked first
+    assert shown_by_nobody("xa1", [], [], None, ranking, 0, PUBS)  # n = 0: only fixed ones
+    assert not shown_by_nobody("zz", [], [], None, ranking, 8, PUBS)  # not ranked: unsure
+    # Fixed ones and unavailable ones do not count as ranked before it.
+    assert not shown_by_nobody("xa1", ["xa3"], [], None, ranking, 0, {"hn", "xa3"} - {"hn"})
