@@ -250,10 +250,11 @@ class RoomControl:
         self._inputs = (fixed, ranking, available)
         self.replans += 1
 
-    def video_published(self, pid: str) -> None:
+    def video_published(self, pid: str) -> bool:
         """`pid`'s video is available now: re-plan, unless it enters nobody's plan (a
         commune's camera in a national room: `lastn.shown_by_nobody`), where only the inputs
-        that `_plan_one` plans joiners against take it in."""
+        that `_plan_one` plans joiners against take it in. Returns whether anyone may be
+        shown it."""
         fixed = (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
         available = self._inputs[2] | {pid}
         ranking = self._ranking(available)
@@ -261,8 +262,9 @@ class RoomControl:
         if pid in self._inputs[2] or not lastn.shown_by_nobody(pid, *fixed, ranking, n_max,
                                                                   self._inputs[2]):
             self.replan()
-            return
+            return True
         self._inputs = (fixed, ranking, available)
+        return False
 
     def after_leave(self, pid: str) -> None:
         """A participant and its tracks are gone: re-plan only if somebody was shown its video."""
@@ -299,13 +301,15 @@ class RoomControl:
     def _tracks_of(self, pids: list[str], kind: str) -> list[TrackInfo]:
         return [p.track for pid in pids for p in self.router.producers_of(pid) if p.kind == kind]
 
-    def sync_published(self, pid: str, tracks: list[TrackInfo]) -> list[asyncio.Future[None]]:
-        """After `pid` published `tracks` (and the re-plan that made its video available):
-        syncs of only the auto-subscribers that want one of them (everyone for audio the
-        floor lets be heard, those shown its video), not of the whole room: a commune's
-        camera shown to nobody must not cost 3,000 syncs."""
+    def sync_published(self, pid: str, tracks: list[TrackInfo],
+                       shown: bool) -> list[asyncio.Future[None]]:
+        """After `pid` published `tracks` (and `video_published`, which says whether anyone
+        may be `shown` its video): syncs of only the auto-subscribers that want one of them
+        (everyone for audio the floor lets be heard, those shown its video), not of the whole
+        room: a commune's camera shown to nobody must not cost 3,000 syncs."""
         heard = pid in self._heard and any(t.kind == "audio" for t in tracks)
-        shown = any(t.kind == "video" for t in tracks)
+        if not (heard or shown):
+            return []
         syncs = [self.sync_tracks(o) for o in self.peers
                  if o != pid and (heard or (shown and pid in self._plan.get(o, ())))]
         return [s for s in syncs if s is not None]

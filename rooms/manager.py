@@ -233,11 +233,12 @@ class RoomManager:
         room_id = peer.participant.room_id
         for track in tracks:
             self.broadcast(room_id, m.track_published(track.to_json()))
-        if any(t.kind == "video" for t in tracks):
-            # before subscribing: unwatched video is never started
-            live.control.video_published(peer.participant.id)
+        # Planned before subscribing: unwatched video is never started.
+        shown = any(t.kind == "video" for t in tracks) and live.control.video_published(
+            peer.participant.id)
         if live.control.subscribe_by_plan:  # a conference: only those plan and floor give it
-            await asyncio.gather(*live.control.sync_published(peer.participant.id, tracks))
+            await asyncio.gather(*live.control.sync_published(peer.participant.id, tracks,
+                                                              shown))
             return
         ids = [t.id for t in tracks]
         targets = [
