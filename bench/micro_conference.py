@@ -7,7 +7,8 @@ bridges that each publish a camera and a microphone: what a national room holds 
 communes are in. Then `--publications` more bridges join and publish, one after the other,
 each shown to nobody and heard by nobody (a commune in a surge). Measured, in process CPU:
 `join_ms` (mean of `RoomManager.join` + `auto_subscribe_joined`, what signaling runs for a
-joiner) and `announce_ms` (mean of `announce_published`: the `track_published` broadcasts, the
+joiner, with its `joined` message built and JSON-encoded as signaling does: `joined_kb`, its
+size) and `announce_ms` (mean of `announce_published`: the `track_published` broadcasts, the
 re-plan, the subscription syncs), with `syncs_per_publication` (GET /api/rooms/{room}/media's
 `subscription_syncs`; null where the code has no such count).
 
@@ -34,6 +35,7 @@ from rooms.model import Participant
 from sfu.config import SfuConfig
 from sfu.producer import Producer
 from sfu.router import TrackInfo
+from signaling import messages as m
 
 ROOM = "national"
 GRANTS = frozenset({"publish", "subscribe"})
@@ -46,9 +48,17 @@ class Bridge:
         self.participant = Participant(pid, ROOM, "commune", pid, grants=GRANTS)
         self.auto_subscribe = True
         self.received = 0
+        self.joined_bytes = 0
 
     def send(self, message: dict[str, Any]) -> None:
         self.received += 1
+
+    def admitted(self, snap: JoinSnapshot) -> None:
+        """`joined`, built and encoded as signaling/app.py does it (what a joiner costs there)."""
+        msg = m.joined(None, ROOM, self.participant.to_json(),
+                       [p.to_json() for p in snap.participants], [t.to_json() for t in snap.tracks],
+                       [], 15, floor=snap.floor, last_n=snap.last_n)
+        self.joined_bytes = len(json.dumps(msg, ensure_ascii=False, separators=(",", ":")))
 
     def close(self, code: int, reason: str) -> None:
         pass
@@ -65,7 +75,7 @@ def _publish(mgr: RoomManager, pid: str, rng: random.Random) -> list[TrackInfo]:
 
 
 async def _join(mgr: RoomManager, bridge: Bridge) -> JoinSnapshot:
-    snap = await mgr.join(bridge, lambda _snap: None)
+    snap = await mgr.join(bridge, bridge.admitted)
     await mgr.auto_subscribe_joined(bridge)
     return snap
 
@@ -85,12 +95,14 @@ async def bench(n: int, publications: int) -> dict[str, Any]:
             await _join(mgr, Bridge(f"c{i}"))
             _publish(mgr, f"c{i}", rng)  # in the room, unannounced: only the late ones count
         join_s = announce_s = 0.0
+        joined_bytes = 0
         syncs: int | None = 0
         for i in range(publications):
             late = Bridge(f"late{i}")
             t0 = time.process_time()
             await _join(mgr, late)
             t1 = time.process_time()
+            joined_bytes += late.joined_bytes
             tracks = _publish(mgr, late.participant.id, rng)
             before = _syncs(mgr)
             t2 = time.process_time()
@@ -104,6 +116,7 @@ async def bench(n: int, publications: int) -> dict[str, Any]:
         tracks_now = len(mgr.routers()[ROOM].producers)
         return {"bench": "micro_conference", "bridges": n, "publications": publications,
                 "tracks": tracks_now, "join_ms": round(1000 * join_s / publications, 3),
+                "joined_kb": round(joined_bytes / publications / 1024, 1),
                 "announce_ms": round(1000 * announce_s / publications, 3),
                 "syncs_per_publication": None if syncs is None
                 else round(syncs / publications, 2)}

@@ -56,4 +56,5 @@ async def test_conference_bench_counts_what_a_publication_costs() -> None:
     # 8 bridges with a camera and a microphone each, then 2 more that join and publish.
     assert line["bridges"] == 8 and line["tracks"] == 20
     assert line["join_ms"] > 0 and line["announce_ms"] > 0
+    assert line["joined_kb"] > 1  # 8 participants and 16 tracks, about 100 bytes each
     assert line["syncs_per_publication"] == 0  # shown to nobody, heard by nobody: no sync
