@@ -36,9 +36,11 @@ from sfu.config import SfuConfig
 from sfu.producer import Producer
 from sfu.router import TrackInfo
 from signaling import messages as m
+from signaling.fragments import Fragments
 
 ROOM = "national"
 GRANTS = frozenset({"publish", "subscribe"})
+FRAGMENTS = Fragments()  # the signaling hub's, one per process
 
 
 class Bridge:
@@ -55,10 +57,10 @@ class Bridge:
 
     def admitted(self, snap: JoinSnapshot) -> None:
         """`joined`, built and encoded as signaling/app.py does it (what a joiner costs there)."""
-        msg = m.joined(None, ROOM, self.participant.to_json(),
-                       [p.to_json() for p in snap.participants], [t.to_json() for t in snap.tracks],
-                       [], 15, floor=snap.floor, last_n=snap.last_n)
-        self.joined_bytes = len(json.dumps(msg, ensure_ascii=False, separators=(",", ":")))
+        msg = m.joined(None, ROOM, self.participant.to_json(), [], [], [], 15,
+                       floor=snap.floor, last_n=snap.last_n)
+        text = FRAGMENTS.message(msg, {"participants": snap.participants, "tracks": snap.tracks})
+        self.joined_bytes = len(text.encode())
 
     def close(self, code: int, reason: str) -> None:
         pass

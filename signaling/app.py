@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from signaling import messages as m
 from signaling.auth import Grant
 from signaling.config import SignalingConfig
 from signaling.errors import CLOSE_POLICY, TooManyConnections
+from signaling.fragments import Fragments, dumps
 from signaling.metrics import Metrics
 from signaling.session import Close, JoinRequest, Request, Send, SessionCore
 
@@ -54,7 +54,7 @@ def _encode(message: dict[str, Any]) -> str:
     global _last_encoded
     if _last_encoded is not None and _last_encoded[0] is message:
         return _last_encoded[1]
-    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(message)
     _last_encoded = (message, text)
     return text
 
@@ -67,6 +67,7 @@ class Hub:
     manager: RoomManager
     metrics: Metrics
     cluster: span_routes.Cluster | None = None  # `serve --workers N`: this worker's peers
+    fragments: Fragments = field(default_factory=Fragments)  # `joined`'s records, encoded once
     sessions: int = 0
     # live connections per token key (its jti, else a hash of the token)
     token_uses: dict[str, int] = field(default_factory=dict)
@@ -119,15 +120,18 @@ class Connection:
         return self.core.auto_subscribe
 
     def send(self, message: dict[str, Any]) -> None:
+        self._send_text(_encode(message))
+        if message.get("type") == "error" and self._close is None:
+            self.hub.metrics.errors.labels(code=str(message.get("code"))).inc()
+
+    def _send_text(self, text: str) -> None:
         if self._close is not None:
             return
         if len(self._out) >= self.hub.config.send_queue_max:
             self._overflow()
             return
-        self._out.append(_encode(message))
+        self._out.append(text)
         self._wake.set()
-        if message.get("type") == "error":
-            self.hub.metrics.errors.labels(code=str(message.get("code"))).inc()
 
     def close(self, code: int, reason: str) -> None:
         if self._close is not None:
@@ -271,19 +275,13 @@ class Connection:
             # Runs when the manager makes us visible: `joined` is queued before any event.
             self._joined = True
             self.core.join_accepted()
-            self.send(
-                m.joined(
-                    re,
-                    grant.room,
-                    me,
-                    [p.to_json() for p in snapshot.participants],
-                    [t.to_json() for t in snapshot.tracks],
-                    [s.to_json() for s in self.hub.config.sfu.client_ice_servers],
-                    self.hub.config.keepalive_s,
-                    floor=snapshot.floor,
-                    last_n=snapshot.last_n,
-                )
-            )
+            msg = m.joined(re, grant.room, me, [], [],
+                           [s.to_json() for s in self.hub.config.sfu.client_ice_servers],
+                           self.hub.config.keepalive_s, floor=snapshot.floor,
+                           last_n=snapshot.last_n)
+            # The room's participants and tracks, each encoded once (signaling/fragments.py).
+            self._send_text(self.hub.fragments.message(
+                msg, {"participants": snapshot.participants, "tracks": snapshot.tracks}))
 
         try:
             await self.hub.manager.join(self, admitted)
