@@ -35,8 +35,7 @@ from rooms.model import Participant
 from sfu.config import SfuConfig
 from sfu.producer import Producer
 from sfu.router import TrackInfo
-from signaling import messages as m
-from signaling.fragments import Fragments
+from signaling.fragments import Fragments, joined_text
 
 ROOM = "national"
 GRANTS = frozenset({"publish", "subscribe"})
@@ -57,9 +56,7 @@ class Bridge:
 
     def admitted(self, snap: JoinSnapshot) -> None:
         """`joined`, built and encoded as signaling/app.py does it (what a joiner costs there)."""
-        msg = m.joined(None, ROOM, self.participant.to_json(), [], [], [], 15,
-                       floor=snap.floor, last_n=snap.last_n)
-        text = FRAGMENTS.message(msg, {"participants": snap.participants, "tracks": snap.tracks})
+        text = joined_text(FRAGMENTS, None, ROOM, self.participant.to_json(), snap, [], 15)
         self.joined_bytes = len(text.encode())
 
     def close(self, code: int, reason: str) -> None:

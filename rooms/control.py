@@ -239,7 +239,7 @@ class RoomControl:
         subscribers = [pid for pid, peer in self.peers.items() if peer.participant.can("subscribe")]
         available = self._video_publishers()
         ranking = self._ranking(available)
-        fixed = (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
+        fixed = self._fixed()
         new = lastn.plan(subscribers, *fixed, ranking, self.last_n, available,
                          self._n_for or None)
         for sub in lastn.diff(self._plan, new):
@@ -255,7 +255,7 @@ class RoomControl:
         commune's camera in a national room: `lastn.shown_by_nobody`), where only the inputs
         that `_plan_one` plans joiners against take it in. Returns whether anyone may be
         shown it."""
-        fixed = (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
+        fixed = self._fixed()
         available = self._inputs[2] | {pid}
         ranking = self._ranking(available)
         n_max = max([self.last_n, *self._n_for.values()])
@@ -347,6 +347,10 @@ class RoomControl:
             self._resync.discard(pid)
             if self._syncing.get(pid) is asyncio.current_task():
                 del self._syncing[pid]
+
+    def _fixed(self) -> Fixed:
+        """Who everyone is shown, N or not: chairs, floor holders, spotlight."""
+        return (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
 
     def _video_publishers(self) -> set[str]:
         return {p.track.participant_id for p in self.router.producers.values() if p.video}

@@ -35,7 +35,7 @@ from signaling import messages as m
 from signaling.auth import Grant
 from signaling.config import SignalingConfig
 from signaling.errors import CLOSE_POLICY, TooManyConnections
-from signaling.fragments import Fragments, dumps
+from signaling.fragments import Fragments, dumps, joined_text
 from signaling.metrics import Metrics
 from signaling.session import Close, JoinRequest, Request, Send, SessionCore
 
@@ -275,13 +275,11 @@ class Connection:
             # Runs when the manager makes us visible: `joined` is queued before any event.
             self._joined = True
             self.core.join_accepted()
-            msg = m.joined(re, grant.room, me, [], [],
-                           [s.to_json() for s in self.hub.config.sfu.client_ice_servers],
-                           self.hub.config.keepalive_s, floor=snapshot.floor,
-                           last_n=snapshot.last_n)
             # The room's participants and tracks, each encoded once (signaling/fragments.py).
-            self._send_text(self.hub.fragments.message(
-                msg, {"participants": snapshot.participants, "tracks": snapshot.tracks}))
+            self._send_text(joined_text(
+                self.hub.fragments, re, grant.room, me, snapshot,
+                [s.to_json() for s in self.hub.config.sfu.client_ice_servers],
+                self.hub.config.keepalive_s))
 
         try:
             await self.hub.manager.join(self, admitted)

@@ -13,7 +13,12 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from signaling import messages as m
+
+if TYPE_CHECKING:
+    from rooms.manager import JoinSnapshot
 
 
 class _Record(Protocol):
@@ -58,3 +63,14 @@ class Fragments:
                 body = dumps(value)
             parts.append(dumps(key) + ":" + body)
         return "{" + ",".join(parts) + "}"
+
+
+def joined_text(fragments: Fragments, re: Any, room_id: str, me: dict[str, Any],
+                snapshot: JoinSnapshot, ice_servers: list[dict[str, Any]],
+                keepalive_s: float) -> str:
+    """The `joined` a joiner is sent, encoded: the room's participants and tracks from
+    `fragments`, the rest as `messages.joined` makes it."""
+    msg = m.joined(re, room_id, me, [], [], ice_servers, keepalive_s, floor=snapshot.floor,
+                   last_n=snapshot.last_n)
+    return fragments.message(msg, {"participants": snapshot.participants,
+                                   "tracks": snapshot.tracks})
