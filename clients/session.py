@@ -123,8 +123,12 @@ class BridgeSession:
 
         self.joined: Message | None = None
         self.participant_id: str | None = None
+        # The others this session is told of: everyone, or in a conference's featured roster
+        # (`roster` "featured") the chairs, floor, spotlight and the videos it may be shown.
         self.participants: dict[str, Message] = {}
-        self.tracks: dict[str, Message] = {}  # every track in the room, by track id
+        self.roster = "full"
+        self._count = 0  # a featured roster's participant count, from `presence`
+        self.tracks: dict[str, Message] = {}  # every track it is told of, by track id
         self.published: list[Message] = []  # ours, from the publish answer
         self.mids: dict[str, str] = {}  # subscriber mid -> track id (latest offer)
         self.received: dict[str, MediaStreamTrack] = {}  # track id -> remote track, active only
@@ -146,6 +150,11 @@ class BridgeSession:
         self._bg: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         self._closing = False
+
+    @property
+    def participant_count(self) -> int:
+        """Everyone in the room, this session included (a featured roster lists only some)."""
+        return self._count if self.roster == "featured" else len(self.participants) + 1
 
     async def __aenter__(self) -> BridgeSession:
         await self.connect()
@@ -183,6 +192,8 @@ class BridgeSession:
             raise
         self.participant_id = joined["participant"]["id"]
         self.participants = {p["id"]: p for p in joined.get("participants", [])}
+        self.roster = str(joined.get("roster", "full"))
+        self._count = int(joined.get("participant_count", len(self.participants) + 1))
         self.tracks = {t["id"]: t for t in joined.get("tracks", [])}
         if self._ice_servers is None:
             self._ice_servers = [
@@ -416,8 +427,11 @@ class BridgeSession:
             self._offers.put_nowait(msg)
         elif kind == "participant_joined":
             self.participants[msg["participant"]["id"]] = msg["participant"]
-        elif kind == "participant_left":
-            self.participants.pop(msg.get("participant_id"), None)
+        elif kind == "participant_left" and msg.get("reason") != "replaced":
+            # (`replaced`: the same bridge reconnected; its participant_joined follows)
+            self.participants.pop(str(msg.get("participant_id")), None)
+        elif kind == "presence":
+            self._count = int(msg.get("participant_count", self._count))
         elif kind == "track_published":
             self.tracks[msg["track"]["id"]] = msg["track"]
         elif kind == "track_unpublished":

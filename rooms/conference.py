@@ -13,6 +13,7 @@ from typing import Any
 
 from rooms.floor import ROLE_GRANTS, FloorControl, Invitee
 from rooms.model import Room
+from rooms.roster import ROSTERS
 
 IDENTITY_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # as a token's `sub` (signaling.auth)
 MAX_TEXT = 128
@@ -36,6 +37,7 @@ class ConferenceSpec:
     last_n: int | None = None
     max_speakers: int | None = None
     max_participants: int | None = None
+    roster: str | None = None  # rooms/roster.py: "featured" (the default) or "full"
 
     def attributes(self) -> dict[str, Any]:
         """What the store keeps: JSON values only."""
@@ -44,7 +46,7 @@ class ConferenceSpec:
             "invited": [{"id": i.id, "name": i.name, "province": i.province, "role": i.role}
                         for i in self.invited],
         }
-        for key in ("last_n", "max_speakers", "max_participants"):
+        for key in ("last_n", "max_speakers", "max_participants", "roster"):
             if (value := getattr(self, key)) is not None:
                 attrs[key] = value
         return attrs
@@ -83,7 +85,7 @@ def _invitee(entry: Any) -> Invitee:
 
 def parse_conference(body: Any) -> ConferenceSpec:
     """`{room, invited: [{id, name?, province?, role?}], last_n?, max_speakers?,
-    max_participants?}` → a spec. Raises ConferenceError."""
+    max_participants?, roster?}` → a spec. Raises ConferenceError."""
     if not isinstance(body, Mapping):
         raise ConferenceError("the body must be a JSON object")
     room = _text(body.get("room"), "room", optional=False)
@@ -94,12 +96,16 @@ def parse_conference(body: Any) -> ConferenceSpec:
     invitees = tuple(_invitee(e) for e in invited)
     if len({i.id for i in invitees}) != len(invitees):
         raise ConferenceError("'invited' lists an id twice")
+    roster = body.get("roster")
+    if roster is not None and roster not in ROSTERS:
+        raise ConferenceError(f"'roster' must be one of {', '.join(ROSTERS)}")
     return ConferenceSpec(
         room=room,
         invited=invitees,
         last_n=_count(body, "last_n", 0, MAX_LAST_N),
         max_speakers=_count(body, "max_speakers", 1, MAX_SPEAKERS),
         max_participants=_count(body, "max_participants", 1, MAX_PARTICIPANTS),
+        roster=roster,
     )
 
 

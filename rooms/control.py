@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +34,12 @@ from signaling.errors import (
 )
 
 if TYPE_CHECKING:
-    from rooms.manager import Peer
+    from rooms.peer import Peer
 
 logger = logging.getLogger(__name__)
 
-Broadcast = Callable[[dict[str, Any], "Peer | None"], None]
+# (message, exclude, about): to the sessions whose roster lists `about` (rooms/audience.py)
+Broadcast = Callable[[dict[str, Any], "Peer | None", str | None], None]
 Fixed = tuple[tuple[str, ...], tuple[str, ...], str | None]  # chairs, floor holders, spotlight
 
 # The actor of changes the server makes itself (a lock set through the store). '@' cannot
@@ -101,11 +102,15 @@ class RoomControl:
         last_n: int,
         last_n_max: int,
         subscribe_by_plan: bool = False,
+        feature: Callable[[Iterable[str]], None] = lambda pids: None,
     ) -> None:
         self.floor = floor
         self.router = router
         self.peers = peers  # the room's live sessions, owned by the manager
         self._broadcast = broadcast
+        # Those everyone is to be told of now: chairs, floor, spotlight, dominant speaker, and
+        # whoever a Last-N plan shows (rooms/roster.py).
+        self._feature = feature
         self.last_n = last_n
         self.last_n_max = max(last_n_max, last_n)
         self._n_for: dict[str, int] = {}  # set_last_n overrides
@@ -135,12 +140,19 @@ class RoomControl:
         messages are returned instead of sent, for the caller to send once the participant's
         tracks are gone (clients see track_unpublished before the participant leaves)."""
         held: list[dict[str, Any]] = []
+        # A bridge given the floor is introduced before `floor_given` names it; a joiner
+        # after its own `participant_joined`.
+        joining = {ev.target for ev in result.events if ev.type == "participant_joined"}
+        self._feature(p for p in self._fixed_ids() if p not in joining)
         for ev in result.events:
             msg = event_message(ev)
+            about = ev.target if ev.type in ("participant_joined", "participant_left") else None
             if hold_left and ev.type == "participant_left":
                 held.append(msg)
             else:
-                self._broadcast(msg, exclude)
+                self._broadcast(msg, exclude, about)
+        if joining:
+            self._feature(self._fixed_ids())
         told: set[str] = set()
         for pid in result.affected:
             self._sync_audio(pid)
@@ -244,6 +256,7 @@ class RoomControl:
                          self._n_for or None)
         for sub in lastn.diff(self._plan, new):
             if sub in new:
+                self._feature(new[sub])
                 self.router.set_video_from(sub, new[sub])
                 self.sync_tracks(sub)
         self._plan = new
@@ -280,6 +293,7 @@ class RoomControl:
         fixed, ranking, available = self._inputs
         new = lastn.select_video(pid, *fixed, ranking, self.n_of(pid), available)
         if self._plan.get(pid) != new:
+            self._feature(new)
             self._plan[pid] = new
             self.router.set_video_from(pid, new)
             self.sync_tracks(pid)
@@ -352,6 +366,10 @@ class RoomControl:
         """Who everyone is shown, N or not: chairs, floor holders, spotlight."""
         return (self.floor.chair_ids(), self.floor.floor_holders(), self.floor.spotlight)
 
+    def _fixed_ids(self) -> list[str]:
+        chairs, holders, spotlight = self._fixed()
+        return [*chairs, *holders, *([spotlight] if spotlight else [])]
+
     def _video_publishers(self) -> set[str]:
         return {p.track.participant_id for p in self.router.producers.values() if p.video}
 
@@ -366,7 +384,8 @@ class RoomControl:
     def _on_dominant_speaker(self, pid: str) -> None:
         # Called from the Router's timer task; sending only queues, so no I/O happens here.
         try:
-            self._broadcast(m.dominant_speaker(pid), None)
+            self._feature((pid,))
+            self._broadcast(m.dominant_speaker(pid), None, None)
             self.replan()
         except Exception:
             logger.exception("dominant speaker update failed participant=%s", pid)

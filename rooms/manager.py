@@ -17,12 +17,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from rooms.audience import Audience
 from rooms.conference import ConferenceSpec, floor_for, is_conference
 from rooms.control import SERVER_ACTOR, RoomControl, floor_join
 from rooms.floor import FloorControl, FloorEvent
-from rooms.model import Participant, Room
+from rooms.model import Room
+from rooms.peer import JoinSnapshot, Peer
+from rooms.roster import FEATURED, Roster
 from rooms.store import RoomStore
 from sfu.config import SfuConfig
 from sfu.router import Router, SendOffer, TrackInfo
@@ -35,37 +38,11 @@ logger = logging.getLogger(__name__)
 RouterFactory = Callable[[str, SfuConfig, SendOffer], Router]
 
 
-class Peer(Protocol):
-    """A connected session as the manager sees it (signaling.app's connection implements it)."""
-
-    @property
-    def participant(self) -> Participant: ...
-
-    @property
-    def auto_subscribe(self) -> bool: ...
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue a message; never blocks, never raises."""
-        ...
-
-    def close(self, code: int, reason: str) -> None:
-        """Close after what is already queued; never blocks, never raises."""
-        ...
-
-
-@dataclass(frozen=True)
-class JoinSnapshot:
-    room: Room
-    participants: list[Participant]  # the others already in the room
-    tracks: list[TrackInfo]
-    floor: dict[str, Any] | None = None  # FloorControl.snapshot for the joiner
-    last_n: int | None = None
-
-
 @dataclass
 class _LiveRoom:
     router: Router
     control: RoomControl
+    audience: Audience
     peers: dict[str, Peer] = field(default_factory=dict)
 
 
@@ -136,23 +113,26 @@ class RoomManager:
                     if old is not None:
                         live.control.apply(gone, replan=False)
                     live.control.forget(pid)
+                    live.audience.remove(pid)
                     if created and not live.peers:
                         await self._close_room(room_id, live)
                 raise
+            live.audience.add(participant)
+            shown, tracks = live.audience.visible(
+                participant, [p for p in listed if p.id != pid], self._tracks(live))
             snapshot = JoinSnapshot(
-                room=room,
-                participants=[p for p in listed if p.id != pid],
-                tracks=self._tracks(live),
-                floor=live.control.snapshot(pid),
-                last_n=live.control.n_of(pid),
+                room=room, participants=shown, tracks=tracks,
+                floor=live.control.snapshot(pid), last_n=live.control.n_of(pid),
+                roster=live.audience.kind_for(participant),
+                participant_count=len(live.peers) + (pid not in live.peers),
             )
             # From here to the broadcast nothing awaits: the snapshot stays exact.
             live.peers[pid] = peer
             on_admitted(snapshot)
             if old is not None and rejoined:
                 # The same bridge reconnecting: no floor change, nothing logged.
-                self.broadcast(room_id, m.participant_left(pid, "replaced"), exclude=peer)
-                self.broadcast(room_id, m.participant_joined(participant.to_json()), exclude=peer)
+                self.broadcast(room_id, m.participant_left(pid, "replaced"), peer, pid)
+                self.broadcast(room_id, m.participant_joined(participant.to_json()), peer, pid)
             else:
                 live.control.apply(result, exclude=peer)
             logger.info("join room=%s participant=%s role=%s", room_id, pid, participant.role)
@@ -182,10 +162,11 @@ class RoomManager:
         except Exception:
             logger.exception("store failed removing room=%s participant=%s", room_id, pid)
         for track_id in await self._remove_media(live, pid):
-            self.broadcast(room_id, m.track_unpublished(track_id))
+            self.broadcast(room_id, m.track_unpublished(track_id), about=pid)
         for message in held:
-            self.broadcast(room_id, message)
+            self.broadcast(room_id, message, about=pid)
         live.control.forget(pid)
+        live.audience.remove(pid)
         if not live.peers:
             await self._close_room(room_id, live)
         else:
@@ -232,7 +213,7 @@ class RoomManager:
         live = self._live(peer)
         room_id = peer.participant.room_id
         for track in tracks:
-            self.broadcast(room_id, m.track_published(track.to_json()))
+            self.broadcast(room_id, m.track_published(track.to_json()), about=track.participant_id)
         # Planned before subscribing: unwatched video is never started.
         shown = any(t.kind == "video" for t in tracks) and live.control.video_published(
             peer.participant.id)
@@ -343,21 +324,19 @@ class RoomManager:
 
     def media_view(self, room_id: str, participant: str | None = None) -> dict[str, Any] | None:
         live = self._rooms.get(room_id)
-        return None if live is None else live.control.media_view(participant)
+        if live is None:
+            return None
+        return {**live.control.media_view(participant), **live.audience.view()}
 
     # --- events --------------------------------------------------------------------------------
 
-    def broadcast(self, room_id: str, message: dict[str, Any], exclude: Peer | None = None) -> None:
+    def broadcast(self, room_id: str, message: dict[str, Any], exclude: Peer | None = None,
+                  about: str | None = None) -> None:
+        """To the room's sessions (but `exclude`) whose roster lists `about`, the participant
+        the message is about (None: everyone; rooms/roster.py)."""
         live = self._rooms.get(room_id)
-        if live is None:
-            return
-        for peer in list(live.peers.values()):
-            if peer is exclude:
-                continue
-            try:
-                peer.send(message)
-            except Exception:  # Peer.send must not raise; if one does, the others still get it
-                logger.exception("send failed participant=%s", peer.participant.id)
+        if live is not None:
+            live.audience.send(message, exclude, about)
 
     async def _send_offer(
         self, room_id: str, participant_id: str, sdp: str, mids: dict[str, str]
@@ -441,13 +420,15 @@ class RoomManager:
         router = self._make_router(room.id)
         peers: dict[str, Peer] = {}
         last_n = room.attributes.get("last_n")
+        featured_only = is_conference(room) and room.attributes.get("roster", FEATURED) == FEATURED
+        audience = Audience(Roster(featured_only), peers,
+                            lambda pid: [p.track for p in router.producers_of(pid)])
         control = RoomControl(
-            floor, router, peers,
-            lambda message, exclude: self.broadcast(room.id, message, exclude),
+            floor, router, peers, audience.send, feature=audience.feature,
             last_n=self.last_n if last_n is None else int(last_n), last_n_max=self.last_n_max,
             subscribe_by_plan=is_conference(room),
         )  # fmt: skip
-        live = self._rooms[room.id] = _LiveRoom(router, control, peers)
+        live = self._rooms[room.id] = _LiveRoom(router, control, audience, peers)
         router.on_subscribers_lost = functools.partial(self._subscribers_lost, peers)
         return live
 
@@ -485,6 +466,7 @@ class RoomManager:
         if self._rooms.get(room_id) is live:
             del self._rooms[room_id]
         live.router.on_dominant_speaker = None
+        live.audience.close()
         try:
             await live.router.close()
         except NotImplementedError:

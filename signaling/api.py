@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from rooms.conference import ConferenceError, parse_conference
+from rooms.roster import FEATURED
 from signaling.auth import Grant, verify_token
 from signaling.errors import AuthError
 
@@ -95,7 +96,8 @@ def routes(hub: Callable[[], Hub]) -> list[BaseRoute]:
         last_n = h.manager.last_n if spec.last_n is None else spec.last_n
         max_speakers = spec.max_speakers or h.manager.max_speakers
         return JSONResponse({"room": spec.room, "invited": len(spec.invited), "last_n": last_n,
-                             "max_speakers": max_speakers}, 201)
+                             "max_speakers": max_speakers,
+                             "roster": spec.roster or FEATURED}, 201)
 
     async def room_events(request: Request) -> JSONResponse:
         room = request.path_params["room"]

@@ -341,7 +341,8 @@ class Connection:
             elif isinstance(msg, m.Mute):
                 track = mgr.set_track_muted(self, msg.track, msg.muted)
                 self.send(m.ok(msg.id))
-                mgr.broadcast(self.participant.room_id, m.track_muted(track.id, track.muted))
+                mgr.broadcast(self.participant.room_id, m.track_muted(track.id, track.muted),
+                              about=track.participant_id)
             elif isinstance(msg, m.Leave):
                 await self._leave("left")
         except Exception as exc:

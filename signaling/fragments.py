@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from signaling import messages as m
 
 if TYPE_CHECKING:
-    from rooms.manager import JoinSnapshot
+    from rooms.peer import JoinSnapshot
 
 
 class _Record(Protocol):
@@ -71,6 +71,7 @@ def joined_text(fragments: Fragments, re: Any, room_id: str, me: dict[str, Any],
     """The `joined` a joiner is sent, encoded: the room's participants and tracks from
     `fragments`, the rest as `messages.joined` makes it."""
     msg = m.joined(re, room_id, me, [], [], ice_servers, keepalive_s, floor=snapshot.floor,
-                   last_n=snapshot.last_n)
+                   last_n=snapshot.last_n, roster=snapshot.roster,
+                   participant_count=snapshot.participant_count)
     return fragments.message(msg, {"participants": snapshot.participants,
                                    "tracks": snapshot.tracks})

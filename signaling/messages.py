@@ -247,6 +247,8 @@ def joined(
     keepalive_s: float,
     floor: JsonObject | None = None,
     last_n: int | None = None,
+    roster: str = "full",
+    participant_count: int = 1,
 ) -> JsonObject:
     msg: JsonObject = {
         "type": "joined",
@@ -255,6 +257,10 @@ def joined(
         "participant": participant,
         "participants": participants,
         "tracks": tracks,
+        # "featured": `participants` and `tracks` list the featured participants only
+        # (rooms/roster.py); `participant_count` counts everyone, the joiner included.
+        "roster": roster,
+        "participant_count": participant_count,
         "ice_servers": ice_servers,
         # an integer when it is one: clients compute timers from it
         "keepalive_s": int(keepalive_s) if float(keepalive_s).is_integer() else keepalive_s,
@@ -283,6 +289,12 @@ def participant_left(participant_id: str, reason: str, **logged: Any) -> JsonObj
     """`logged`: `seq`, `time`, `actor` when the leave is in the conference's event log."""
     return {"type": "participant_left", "participant_id": participant_id, "reason": reason,
             **logged}
+
+
+def presence(seq: int, participant_count: int) -> JsonObject:
+    """To featured-roster sessions: the log entries up to `seq` they were not sent were joins
+    and leaves of participants they are not told of (rooms/roster.py)."""
+    return {"type": "presence", "seq": seq, "participant_count": participant_count}
 
 
 def track_published(track: JsonObject) -> JsonObject:

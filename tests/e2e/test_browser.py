@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -67,6 +68,14 @@ async def wait_frames_grow(page: Any, track_id: str, by: int = 15) -> None:
         "([id, n]) => (window.hoinghi.framesDecoded()[id] || 0) >= n",
         [track_id, start + by],
     )
+
+
+def post_json(url: str, body: Any, token: str) -> tuple[int, Any]:
+    req = urllib.request.Request(url, json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    with opener.open(req, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
 
 
 def roster_has(ids: list[str]) -> str:
@@ -232,9 +241,15 @@ async def test_bridge_reconnects(server: Any, pages: Any) -> None:
 
 
 async def test_floor_control(server: Any, pages: Any) -> None:
-    """docs/floor.md end to end: the chair gives the floor, every bridge shows the speaker; a
-    bridge raises its hand; the roll call brings each bridge's own quality to the roster."""
-    chair = await pages.open("chair", server.token(ROOM, CHAIR, "chair", name="Trung ương"))
+    """docs/floor.md end to end, in a conference created through the API with `last_n` 0: the
+    chair gives the floor, every bridge shows the speaker; a bridge raises its hand; the roll
+    call brings each bridge's own quality to the roster. The bridges get the featured roster
+    (docs/signaling.md): the chair and the count, then the speaker when it is given the floor."""
+    chair_token = server.token(ROOM, CHAIR, "chair", name="Trung ương")
+    status, body = await asyncio.to_thread(
+        post_json, f"{server.url}/api/rooms", {"room": ROOM, "last_n": 0}, chair_token)
+    assert status == 201 and body["roster"] == "featured", body
+    chair = await pages.open("chair", chair_token)
     a = await pages.open(
         "bridge-a", server.token(ROOM, BRIDGE_A, "commune", name="Xã Hiền Lương", province="PT")
     )
@@ -245,12 +260,20 @@ async def test_floor_control(server: Any, pages: Any) -> None:
         await wait_connected(page)
     if not await chair.evaluate("() => window.hoinghi.floor().supported"):
         pytest.skip("this server sends no `joined.floor`: floor control not there yet")
+    # Bridge A is told of the chair and counts three; the chair's console is told of everyone.
+    await wait_for(a, "() => window.hoinghi.presence().count === 3")
+    assert await a.evaluate("() => window.hoinghi.presence().roster") == "featured"
+    assert {p["id"] for p in await a.evaluate("() => window.hoinghi.participants()")} == {
+        CHAIR, BRIDGE_A}
+    assert "1 điểm cầu" in await a.text_content("#others-count")
+    await wait_for(chair, roster_has([BRIDGE_A, BRIDGE_B]), [BRIDGE_A, BRIDGE_B])
 
     await chair.click(f'#roster [data-participant-id="{BRIDGE_B}"]')
     await chair.click("#control-buttons [data-control='floor']")
     for page in (a, chair):
         await wait_for(page, "id => window.hoinghi.floor().holder === id", BRIDGE_B)
     await a.locator(f'#speaker-slot [data-participant-id="{BRIDGE_B}"]').wait_for()
+    assert "Tỉnh Quảng Ninh" in await a.text_content("#speaker-slot")  # introduced by name
     await wait_frames_grow(a, f"{BRIDGE_B}/camera")  # the speaker is seen
     await b.locator("#floor-state[data-state='floor']").wait_for()
     await wait_for(chair, "id => window.hoinghi.roster().find(e => e.id === id).floor", BRIDGE_B)

@@ -156,3 +156,27 @@ async def test_browser_pattern_reads_as_clients_media_pattern(page: Any) -> None
         assert bar_matches(frame, n)
         numbers.append(n)
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), numbers
+
+
+async def test_floor_state_takes_presence_as_covering_the_log(page: Any) -> None:
+    """floor.js: a `presence` moves the log position without a resync (it stands for joins and
+    leaves a featured roster is not sent); a real gap still asks for a snapshot."""
+    got = await page.evaluate("""async () => {
+        const { FloorState } = await import("/js/floor.js");
+        const conf = new EventTarget();
+        conf.requests = [];
+        conf.request = async (msg) => { conf.requests.push(msg.type); return {}; };
+        const floor = new FloorState(conf);
+        const emit = (type, detail) => conf.dispatchEvent(new CustomEvent(type, {detail}));
+        emit("joined", {floor: {seq: 3, floor: [], hands: [], muted: [], chairs: ["hq"]}});
+        emit("presence", {type: "presence", seq: 9, participant_count: 40});
+        const afterPresence = [floor.seq, conf.requests.length];
+        emit("floor_given", {type: "floor_given", seq: 10, participant_id: "xa-7"});
+        const afterGiven = [floor.seq, floor.holder, conf.requests.length];
+        emit("presence", {type: "presence", seq: 10, participant_count: 39});  // count only
+        emit("hand_raised", {type: "hand_raised", seq: 12, participant_id: "xa-8"});
+        return {afterPresence, afterGiven, gap: [floor.seq, conf.requests]};
+    }""")
+    assert got["afterPresence"] == [9, 0]
+    assert got["afterGiven"] == [10, "xa-7", 0]
+    assert got["gap"] == [10, ["floor_snapshot"]]

@@ -54,7 +54,8 @@ def test_conference_creation_and_reads_are_permission_checked(module_server: Ser
         assert isinstance(body["message"], str)
 
     status, body = call(srv, "POST", "/api/rooms", chair, {"room": room, "invited": [{"id": "a"}]})
-    assert (status, body) == (201, {"room": room, "invited": 1, "last_n": 4, "max_speakers": 1})
+    assert (status, body) == (201, {"room": room, "invited": 1, "last_n": 4, "max_speakers": 1,
+                                    "roster": "featured"})
     assert call(srv, "POST", "/api/rooms", chair, {"room": room})[0] == 409
     secretary = srv.token(room, "sec", "secretary")  # records: may read the log
     assert call(srv, "GET", f"/api/rooms/{room}/events", secretary) == (

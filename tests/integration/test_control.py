@@ -480,3 +480,37 @@ def test_park_idle_after_reaches_the_sfu_config() -> None:
     for bad in ("-1", "1000"):
         with pytest.raises(ValueError):
             config("--frame-hold-ms", bad)
+
+
+# --- the featured roster (docs/signaling.md, Roster) ---------------------------------------------
+
+
+async def test_a_commune_is_told_of_the_chair_the_count_and_the_floor_holder(
+    srv: ServerProcess,
+) -> None:
+    room = _room()
+    chair_token = srv.token(room, "chair", "chair")
+    status, body = await http(srv, "POST", "/api/rooms", chair_token, {"room": room, "last_n": 0})
+    assert (status, body["roster"]) == (201, "featured")
+    async with contextlib.AsyncExitStack() as stack:
+        chair = await stack.enter_async_context(joined(srv, room, "chair", "chair"))
+        a = await stack.enter_async_context(joined(srv, room, "xa-1", "commune"))
+        assert (a.roster, set(a.participants), a.participant_count) == ("featured", {"chair"}, 2)
+        b = await stack.enter_async_context(joined(srv, room, "xa-2", "commune", name="Xã Hai"))
+        await b.publish(None, PatternVideoTrack(fps=15))
+        await chair.wait_for(lambda m: m["type"] == "track_published"
+                             and m["track"]["participant_id"] == "xa-2", timeout=10)
+        # a hears of b's join as a count (the `presence` timer), never by name...
+        await a.wait_for(lambda m: m["type"] == "presence" and m["participant_count"] == 3,
+                         timeout=10)
+        assert a.participant_count == 3 and "xa-2" not in a.participants
+        assert chair.roster == "full" and "xa-2" in chair.participants
+        # ...until the chair gives b the floor: introduced, with its track, then the event.
+        await chair.request({"type": "give_floor", "participant_id": "xa-2"})
+        given = await a.wait_for(event("floor_given", "xa-2"), timeout=10)
+        kinds = [m["type"] for m in a.messages]
+        intro = kinds.index("participant_joined")
+        assert intro < kinds.index("floor_given") and "seq" not in a.messages[intro]
+        assert a.participants["xa-2"]["name"] == "Xã Hai" and "xa-2/camera" in a.tracks
+        presences = [m["seq"] for m in a.messages if m["type"] == "presence"]
+        assert presences and max(presences) == given["seq"] - 1  # no gap before floor_given

@@ -142,6 +142,8 @@ async def test_join_returns_joined_with_the_documented_content(
         },
         "participants": [],
         "tracks": [],
+        "roster": "full",
+        "participant_count": 1,
         "ice_servers": [],
         "keepalive_s": 15,
         "floor": {

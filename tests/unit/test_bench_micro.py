@@ -52,9 +52,16 @@ async def test_members_bench_joins_and_leaves_in_place() -> None:
 async def test_conference_bench_counts_what_a_publication_costs() -> None:
     from bench.micro_conference import bench as conference
 
-    line = await conference(8, publications=2)
-    # 8 bridges with a camera and a microphone each, then 2 more that join and publish.
-    assert line["bridges"] == 8 and line["tracks"] == 20
+    line = await conference(8, publications=2, roster="full")
+    # The chair, 8 bridges with a camera and a microphone each, then 2 more that join and
+    # publish.
+    assert line["bridges"] == 8 and line["tracks"] == 20 and line["roster"] == "full"
     assert line["join_ms"] > 0 and line["announce_ms"] > 0
-    assert line["joined_kb"] > 1  # 8 participants and 16 tracks, about 100 bytes each
+    assert line["joined_kb"] > 1  # 9 participants and 16 tracks, about 100 bytes each
     assert line["syncs_per_publication"] == 0  # shown to nobody, heard by nobody: no sync
+    # Everyone is told of a late bridge's join and 2 tracks: 3 messages to 9 or 10 others.
+    assert line["messages_per_join"] >= 27 and line["surge_messages"] == sum(range(1, 9))
+    featured = await conference(8, publications=2)
+    # Bridges are told of the chair only; only the chair's console hears of each join.
+    assert featured["roster"] == "featured" and featured["joined_kb"] < 1
+    assert featured["messages_per_join"] == 3 and featured["surge_messages"] == 8

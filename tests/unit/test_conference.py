@@ -17,11 +17,14 @@ INVITED = [{"id": "xa-1", "name": "Xã Một", "province": "HN"},
 
 def test_a_conference_round_trips_through_room_attributes() -> None:
     spec = parse_conference({"room": "national", "invited": INVITED, "last_n": 2,
-                             "max_speakers": 2, "max_participants": 4000})  # fmt: skip
+                             "max_speakers": 2, "max_participants": 4000,
+                             "roster": "full"})  # fmt: skip
     assert spec.invited == (Invitee("xa-1", "Xã Một", "HN", "commune"),
                             Invitee("hn", "hn", "HN", "province"))  # fmt: skip
     attrs = spec.attributes()
     assert attrs["last_n"] == 2 and attrs["max_participants"] == 4000
+    assert attrs["roster"] == "full"
+    assert "roster" not in parse_conference({"room": "r"}).attributes()  # the default: featured
     room = Room("national", attributes=attrs)
     assert is_conference(room) and room.max_participants == 4000
     floor = floor_for(room, default_max_speakers=1)
@@ -40,7 +43,8 @@ def test_a_conference_round_trips_through_room_attributes() -> None:
      {"room": "r", "invited": [{"id": "a", "role": "king"}]},
      {"room": "r", "invited": [{"id": "a", "name": "n" * 129}]},
      {"room": "r", "last_n": -1}, {"room": "r", "last_n": True}, {"room": "r", "max_speakers": 0},
-     {"room": "r", "max_participants": "10"}],
+     {"room": "r", "max_participants": "10"}, {"room": "r", "roster": "some"},
+     {"room": "r", "roster": ["full"]}],
 )  # fmt: skip
 def test_bad_bodies_are_refused_with_the_field_named(body: Any) -> None:
     with pytest.raises(ConferenceError):

@@ -25,7 +25,7 @@ def _room() -> tuple[list[Participant], list[TrackInfo]]:
 def _joined(people: list[Participant], tracks: list[TrackInfo]) -> dict[str, object]:
     return m.joined("7", "r", {"id": "me", "name": "Tôi"}, [p.to_json() for p in people],
                     [t.to_json() for t in tracks], [], 15, floor={"you": {"state": "idle"}},
-                    last_n=2)
+                    last_n=2, roster="featured", participant_count=3356)
 
 
 def test_the_assembled_text_is_the_whole_message_encoded() -> None:

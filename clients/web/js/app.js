@@ -220,6 +220,7 @@ function installHook(app) {
     muted: () => ({ microphone: conf.isMuted("microphone"), camera: conf.isMuted("camera") }),
     remoteTracks: () => [...conf.remote.keys()],
     participants: () => [...conf.participants.values()],
+    presence: () => ({ roster: conf.roster, count: conf.participantCount, seq: app.floor.seq }),
     roster: () => [], // the chair console fills this in
     layout: () => ({}), // each view fills this in
     conference: conf,

@@ -103,16 +103,18 @@ function start(app) {
       badges(tile, p.id);
       if (grid.children[i] !== tile.el) grid.insertBefore(tile.el, grid.children[i] || null);
     });
-    const hidden = others.length - visible.length;
-    $("#others-count").textContent = hidden > 0
-      ? `${others.length} điểm cầu (hiển thị ${visible.length})` : `${others.length} điểm cầu`;
+    // A conference's featured roster lists only some of the room: its count is the server's.
+    const total = Math.max(others.length,
+      conf.participantCount - 1 - (chair ? 1 : 0) - (speaker ? 1 : 0));
+    $("#others-count").textContent = total > visible.length
+      ? `${total} điểm cầu (hiển thị ${visible.length})` : `${total} điểm cầu`;
     shown = { chair: chair?.id || null, speaker: speaker?.id || (holder === selfId ? selfId : null),
       thumbnails: visible.map((p) => p.id) };
   }
 
   const rerender = scheduler(render);
   for (const type of ["joined", "participant_joined", "participant_left", "track_published",
-    "track_unpublished", "track_muted", "remotetrack", "remotetrack_removed"]) {
+    "track_unpublished", "track_muted", "presence", "remotetrack", "remotetrack_removed"]) {
     conf.addEventListener(type, rerender);
   }
 

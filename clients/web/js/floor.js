@@ -3,8 +3,10 @@
 // speaker. Built from `joined.floor` and kept current by the numbered conference events; a gap
 // in `seq` means we missed some, so we ask for a fresh `floor_snapshot`.
 
-// Conference-log events (they carry `seq`); participant_joined/left are in the log too.
+// Conference-log events (they carry `seq`); participant_joined/left are in the log too, and
+// `presence` stands for those of them a featured roster is not sent.
 const LOGGED = [
+  "presence",
   "participant_joined", "participant_left", "hand_raised", "hand_lowered", "floor_given",
   "floor_taken", "participant_muted", "participant_unmuted", "muted_all", "spotlight_changed",
   "room_locked", "room_unlocked", "participant_readmitted",
@@ -62,6 +64,7 @@ export class FloorState extends EventTarget {
   _event(msg) {
     if (!this.supported || typeof msg.seq !== "number") return;
     if (msg.seq <= this.seq) return; // already in the snapshot we hold
+    if (msg.type === "presence") { this.seq = msg.seq; return; } // covers what we were not sent
     if (msg.seq > this.seq + 1) { this._resync(); return; }
     this.seq = msg.seq;
     const id = msg.participant_id;

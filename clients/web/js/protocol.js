@@ -16,6 +16,7 @@ export const PUBLISH_REFUSALS = new Set(["bad_sdp", "forbidden"]);
 // which is how not-yet-specified messages (`floor`, `participant_quality`...) reach the views.
 export const ROSTER_EVENTS = new Set([
   "participant_joined", "participant_left", "track_published", "track_unpublished", "track_muted",
+  "presence",
 ]);
 
 export class SignalingError extends Error {

@@ -174,6 +174,10 @@ export class Conference extends EventTarget {
     if (joined.last_n != null) this.features.add("last_n");
     this.participants = new Map((joined.participants || []).map((p) => [p.id, p]));
     this.participants.set(this.self.id, this.self);
+    // "featured" (a conference's bridges): `participants` holds only the chairs, floor,
+    // spotlight and those we may be shown; `participantCount` counts the whole room.
+    this.roster = joined.roster || "full";
+    this._count = joined.participant_count ?? this.participants.size;
     this.tracks = new Map((joined.tracks || []).map((t) => [t.id, t]));
     this._emit("joined", joined);
   }
@@ -293,10 +297,18 @@ export class Conference extends EventTarget {
     }
   }
 
+  // Everyone in the room, this session included (a featured roster lists only some).
+  get participantCount() {
+    return this.roster === "featured" ? this._count : this.participants.size;
+  }
+
   _applyRosterEvent(msg) {
     switch (msg.type) {
       case "participant_joined":
         this.participants.set(msg.participant.id, msg.participant);
+        break;
+      case "presence": // joins and leaves of participants a featured roster does not list
+        this._count = msg.participant_count;
         break;
       case "participant_left":
         // `replaced`: the same identity rejoined. Its participant_joined follows and its
