@@ -58,12 +58,15 @@ class Audience:
     def kind_for(self, p: Participant) -> str:
         return self.roster.kind_for(sees_all(p))
 
-    def visible(self, viewer: Participant, participants: Iterable[Participant],
-                tracks: Iterable[TrackInfo]) -> tuple[list[Participant], list[TrackInfo]]:
-        """What `viewer`'s `joined` lists of the room."""
-        knows = self.roster.knows
-        return ([p for p in participants if knows(viewer.id, p.id)],
-                [t for t in tracks if knows(viewer.id, t.participant_id)])
+    def featured_view(self, viewer: str) -> tuple[list[Participant], list[TrackInfo]]:
+        """What a featured-roster `joined` lists: the featured others in join order, their
+        tracks and the viewer's own (a reconnecting bridge's stay published). Costs the
+        featured, not the room: 3,356 participants and 6,700 tracks at a national surge."""
+        featured = self.roster.featured
+        people = [peer.participant for pid, peer in self.peers.items()
+                  if pid in featured and pid != viewer]
+        tracks = [t for p in (*people, None) for t in self._tracks_of(p.id if p else viewer)]
+        return people, tracks
 
     # --- sending ---------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from rooms.control import SERVER_ACTOR, RoomControl, floor_join
 from rooms.floor import FloorControl, FloorEvent
 from rooms.model import Room
 from rooms.peer import JoinSnapshot, Peer
-from rooms.roster import FEATURED, Roster
+from rooms.roster import FEATURED, FULL, Roster
 from rooms.store import RoomStore
 from sfu.config import SfuConfig
 from sfu.router import Router, SendOffer, TrackInfo
@@ -102,7 +102,9 @@ class RoomManager:
                 old = live.peers.pop(pid, None)
                 if old is not None:
                     await self._replace(live, old)
-                listed = await self.store.list_participants(room_id)
+                # A featured roster lists only participants of this room's live sessions.
+                full = live.audience.kind_for(participant) == FULL
+                listed = await self.store.list_participants(room_id) if full else []
                 await self.store.add_participant(participant)
             except BaseException:
                 # Not admitted after all. The others knew only the session it replaced (if any):
@@ -118,8 +120,10 @@ class RoomManager:
                         await self._close_room(room_id, live)
                 raise
             live.audience.add(participant)
-            shown, tracks = live.audience.visible(
-                participant, [p for p in listed if p.id != pid], self._tracks(live))
+            if full:
+                shown, tracks = [p for p in listed if p.id != pid], self._tracks(live)
+            else:
+                shown, tracks = live.audience.featured_view(pid)
             snapshot = JoinSnapshot(
                 room=room, participants=shown, tracks=tracks,
                 floor=live.control.snapshot(pid), last_n=live.control.n_of(pid),

@@ -65,10 +65,6 @@ class Roster:
         """Whether a message about `about` (None: about the room) goes to every session."""
         return about is None or not self.featured_only or about in self.featured
 
-    def knows(self, viewer: str, about: str) -> bool:
-        """Whether `viewer`'s roster lists `about`."""
-        return viewer == about or viewer in self.told_all or self.public(about)
-
     # --- presence: log entries the featured-roster sessions are not sent ------------------
 
     def skipped(self, seq: int) -> None:
