@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_argument("--park-idle-after", type=_floats, default=[None],
                       help="serve --park-idle-after values to compare, e.g. 0,2 (default: "
                            "the server's)")
+    idle.add_argument("--roster", type=_names, default=["adhoc"],
+                      help="adhoc (a room made by its first join), featured or full (a "
+                           "conference created with that roster), or several: featured,adhoc")
     idle.add_argument("--seconds", type=float, default=20, help="window length")
     idle.add_argument("--warmup", type=float, default=4, help="seconds before the window")
     idle.add_argument("--per-proc", type=int, default=50, help="idle bridges per process")
@@ -272,18 +275,23 @@ async def _idle(args: argparse.Namespace) -> int:
     if bad:
         _log(f"unknown --connection {bad}: publisher or none")
         return 2
+    bad = [r for r in args.roster if r not in ("adhoc", "featured", "full")]
+    if bad:
+        _log(f"unknown --roster {bad}: adhoc, featured or full")
+        return 2
     out, stamp = _stamped(args.out)
     jsonl = out / f"idle-{stamp}.jsonl"
     results: list[dict[str, Any]] = []
     failures = 0
     for rep in range(args.repeat):
         for bridges in args.bridges:
-            for mode, park in itertools.product(args.connection, args.park_idle_after):
-                tag = f"idle-{mode}-b{bridges}-p{park}-r{rep}"
+            for mode, park, roster in itertools.product(args.connection, args.park_idle_after,
+                                                        args.roster):
+                tag = f"idle-{mode}-{roster}-b{bridges}-p{park}-r{rep}"
                 _log(f"[bench] {tag}: running ({args.seconds:g} s window)")
                 opts = IdleOptions(seconds=args.seconds, warmup=args.warmup,
                                    per_proc=args.per_proc, connection=mode,
-                                   park_idle_after_s=park)
+                                   park_idle_after_s=park, roster=roster)
                 try:
                     res = await run_idle(bridges, opts, out / "logs" / stamp / tag)
                 except Exception as exc:

@@ -18,15 +18,17 @@ class HttpError(Exception):
 
 
 async def request_json(
-    method: str, url: str, body: Any = None, timeout: float = 40.0
+    method: str, url: str, body: Any = None, timeout: float = 40.0,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     """Send one request, return the decoded JSON body. Raises HttpError on non-2xx."""
-    text = await request_text(method, url, body, timeout)
+    text = await request_text(method, url, body, timeout, headers)
     return json.loads(text) if text.strip() else None
 
 
 async def request_text(
-    method: str, url: str, body: Any = None, timeout: float = 40.0
+    method: str, url: str, body: Any = None, timeout: float = 40.0,
+    headers: dict[str, str] | None = None,
 ) -> str:
     """Send one request, return the body as text. Raises HttpError on non-2xx."""
     parts = urlsplit(url)
@@ -36,9 +38,10 @@ async def request_text(
     if parts.query:
         path += "?" + parts.query
     payload = b"" if body is None else json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (
         f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n{extra}\r\n"
     ).encode()
 
     async def go() -> str:

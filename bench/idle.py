@@ -24,8 +24,10 @@ from typing import Any
 
 from bench.forward import fit_line
 from bench.hoinghi_target import HoinghiServer
+from bench.httpc import request_json
 from bench.procs import Child, spawn, stop_all
 from bench.procstat import machine_cpu, proc_cpu, proc_rss_mb, proc_wakeups, tree_cpu
+from signaling.auth import issue_token
 
 NATIONAL_BRIDGES = 3356  # 1 HQ + 34 provinces + 3,321 communes
 
@@ -36,6 +38,9 @@ class IdleOptions:
     warmup: float = 4.0
     per_proc: int = 50
     connection: str = "publisher"  # publisher: signaling + a paused publisher; none: signaling
+    # adhoc: a room made by its first join (everyone told of everyone); featured / full: a
+    # conference created through the API with that roster (docs/signaling.md, Roster)
+    roster: str = "adhoc"
     park_idle_after_s: float | None = None  # `serve --park-idle-after` (None: its default)
     connect_timeout: float = 120.0
 
@@ -57,6 +62,13 @@ async def run_idle(bridges: int, opts: IdleOptions, workdir: Path) -> dict[str, 
     children: list[Child] = []
     try:
         await server.start()
+        roster = "adhoc"
+        if opts.roster != "adhoc":
+            chair = issue_token(server.secret, server.room, "bench-chair", "chair", ttl_s=3600)
+            created = await request_json("POST", server.url + "/api/rooms",
+                                         {"room": server.room, "roster": opts.roster},
+                                         headers={"Authorization": f"Bearer {chair}"})
+            roster = created["roster"]  # as the server made it
         spec = json.dumps(server.spec())
         t0, cpu0 = time.monotonic(), proc_cpu(server.pid).total_s
         for i, first in enumerate(range(0, bridges, opts.per_proc)):
@@ -74,7 +86,7 @@ async def run_idle(bridges: int, opts: IdleOptions, workdir: Path) -> dict[str, 
         await asyncio.sleep(opts.seconds)
         s1 = _snapshot(server, children)
         (workdir / "raw.json").write_text(json.dumps({"s0": s0, "s1": s1}))
-        return summarize(bridges, opts, s0, s1, {
+        return summarize(bridges, opts, s0, s1, {"roster": roster,
             "server_rss_mb": round(proc_rss_mb(server.pid), 1),
             "connect_s": round(connect_s, 2), "join_server_cpu_s": round(join_cpu_s, 3),
             "join_server_ms_per_bridge": round(join_cpu_s * 1e3 / bridges, 2) if bridges
@@ -95,7 +107,8 @@ def summarize(bridges: int, opts: IdleOptions, s0: dict[str, Any], s1: dict[str,
     bench = rate("bench_cpu_s")
     machine = rate("machine_busy_s")
     return {
-        "kind": "run", "bench": "idle", "connection": opts.connection, "bridges": bridges,
+        "kind": "run", "bench": "idle", "connection": opts.connection, "roster": opts.roster,
+        "bridges": bridges,
         "park_idle_after_s": opts.park_idle_after_s,
         "window_s": round(dt, 2),
         "server_cpu_cores": round(server, 4),
@@ -112,14 +125,15 @@ def idle_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     squares over the sweep)."""
     out = []
     done = [r for r in results if r.get("kind") == "run"]
-    for mode, park in sorted({_series(r) for r in done}, key=str):
-        runs = [r for r in done if _series(r) == (mode, park)]
+    for mode, park, roster in sorted({_series(r) for r in done}, key=str):
+        runs = [r for r in done if _series(r) == (mode, park, roster)]
         if len({r["bridges"] for r in runs}) < 2:
             continue
         cpu, cpu0 = fit_line([(r["bridges"], r["server_cpu_cores"]) for r in runs])
         wake, wake0 = fit_line([(r["bridges"], r["server_wakeups_per_s"]) for r in runs])
         out.append({
             "kind": "idle_fit", "connection": mode, "park_idle_after_s": park,
+            "roster": runs[0].get("roster", "adhoc"),
             "points": len(runs),
             "us_per_bridge_s": round(cpu * 1e6, 1),  # CPU µs per second per idle bridge
             "idle_server_cores": round(cpu0, 4),
@@ -130,8 +144,8 @@ def idle_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _series(run: dict[str, Any]) -> tuple[str, float | None]:
-    return run["connection"], run.get("park_idle_after_s")
+def _series(run: dict[str, Any]) -> tuple[str, float | None, str]:
+    return run["connection"], run.get("park_idle_after_s"), run.get("roster", "adhoc")
 
 
 def plot_idle(results: list[dict[str, Any]], path: Path) -> Path:
@@ -148,12 +162,12 @@ def plot_idle(results: list[dict[str, Any]], path: Path) -> Path:
               ("server_wakeups_per_s", "server wake-ups per second"))
     for ax, (key, title) in zip(axes, panels, strict=True):
         for i, series in enumerate(sorted({_series(r) for r in runs}, key=str)):
-            mode, park = series
+            mode, park, roster = series
             pts = [(r["bridges"], r[key]) for r in runs if _series(r) == series]
             xs = sorted({b for b, _ in pts})
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", alpha=0.35)
             ax.plot(xs, [statistics.median(v for b, v in pts if b == x) for x in xs], "o-",
-                    color=f"C{i}", label=f"connection: {mode}" + (
+                    color=f"C{i}", label=f"connection: {mode}, {roster}" + (
                         "" if park is None else f", park after {park:g} s"))
         ax.set_title(title)
         ax.set_xlabel("idle bridges")

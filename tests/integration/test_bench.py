@@ -170,9 +170,11 @@ def test_scale_cli(tmp_path: Path) -> None:
 
 
 def test_idle_cli(tmp_path: Path) -> None:
-    """Idle bridges: per run the server's CPU and wake-ups, a fit per series, and the plot."""
+    """Idle bridges: per run the server's CPU and wake-ups, a fit per series, and the plot. In
+    a conference created with the featured roster (an ad-hoc room is the default)."""
     cmd = [str(HOINGHI), "bench", "idle", "--bridges", "0,3", "--connection",
-           "publisher,none", "--seconds", "2", "--warmup", "3", "--out", str(tmp_path)]
+           "publisher,none", "--roster", "featured", "--seconds", "2", "--warmup", "3",
+           "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -180,6 +182,7 @@ def test_idle_cli(tmp_path: Path) -> None:
     assert set(runs) == {("publisher", 0), ("none", 0), ("publisher", 3), ("none", 3)}, lines
     for r in runs.values():
         assert r["server_cpu_cores"] >= 0 and r["window_s"] >= 1.9, r
+        assert r["roster"] == "featured", r
         assert r["server_wakeups_per_s"] > 0, r  # the room timers at least
     assert runs[("publisher", 3)]["connect_s"] > 0, runs
     # The joins cost the server CPU (signaling, ICE, DTLS); none when nobody joined.
@@ -187,6 +190,7 @@ def test_idle_cli(tmp_path: Path) -> None:
     assert runs[("none", 0)]["join_server_ms_per_bridge"] is None, runs
     fits = {f["connection"]: f for f in lines if f["kind"] == "idle_fit"}
     assert set(fits) == {"publisher", "none"} and fits["publisher"]["points"] == 2, fits
+    assert fits["none"]["roster"] == "featured", fits
     assert len(list(tmp_path.glob("idle-*.jsonl"))) == 1
     (png,) = tmp_path.glob("idle-*.png")
     assert png.stat().st_size > 10_000
