@@ -26,12 +26,16 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import load_report
 from bench.load_plan import BridgeSpec, Options, default_workers, local_share, machine_slice, plan
 from bench.procs import Child, ChildError, spawn, stop_all
+from signaling.auth import issue_token
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,6 +233,27 @@ def _missing(specs: list[BridgeSpec], opts: Options, live: Live) -> list[dict[st
     return out
 
 
+def ensure_conference(opts: Options) -> str:
+    """`--shape national`: the room as a conference created through the API, as a real
+    national one is (its bridges then get the featured roster, docs/signaling.md). Every
+    machine tries: "created" on one, "exists" on the others (and for a room ops made)."""
+    token = issue_token(opts.secret, opts.room, "lt-chair", "chair", ttl_s=600)
+    req = urllib.request.Request(
+        opts.url.rstrip("/") + "/api/rooms", json.dumps({"room": opts.room}).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST")
+    # A loopback target is reached directly, whatever proxy the environment names.
+    loopback = urlsplit(opts.url).hostname in ("127.0.0.1", "localhost", "::1")
+    handlers = [urllib.request.ProxyHandler({})] if loopback else []
+    try:
+        with urllib.request.build_opener(*handlers).open(req, timeout=10):
+            return "created"
+    except urllib.error.HTTPError as exc:
+        if exc.code == 409:
+            return "exists"
+        raise
+
+
 async def run(opts: Options, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     """Run this machine's slice; returns (result document, interrupted)."""
     from rich.console import Console
@@ -247,6 +272,8 @@ async def run(opts: Options, args: argparse.Namespace) -> tuple[dict[str, Any], 
     t_start = 0.0
     console = Console(stderr=True)
     udp_before = udp_counters()
+    conference = (await asyncio.to_thread(ensure_conference, opts)
+                  if opts.shape == "national" else None)
     try:
         # The secret travels in the environment (readable only by our user), never in argv
         # (which `ps` shows to everyone on the machine).
@@ -303,7 +330,7 @@ async def run(opts: Options, args: argparse.Namespace) -> tuple[dict[str, Any], 
     finally:
         await stop_all(children, grace=3 if interrupted else 15)
     records = live.records + _missing(specs, opts, live)
-    machine = _machine(udp_before, udp_counters(), t_start)
+    machine = {**_machine(udp_before, udp_counters(), t_start), "conference": conference}
     doc = load_report.document(opts.public(), t_start, [opts.worker_index], len(specs),
                                records, live.turns, list(live.done.values()), interrupted,
                                args.min_success, [machine])

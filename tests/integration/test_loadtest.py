@@ -100,6 +100,9 @@ def test_national_on_two_machines_merged(server: ServerProcess, tmp_path: Path) 
         assert p.returncode == 0, f"{stdout}\n{stderr[-4000:]}"
     parts = [json.loads((tmp_path / f"m{i}.json").read_text()) for i in range(2)]
     assert [len(d["bridges"]) for d in parts] == [3, 3]  # disjoint halves
+    # The room is a conference, created by one machine (bridges get the featured roster).
+    made = sorted(m["conference"] for d in parts for m in d["machines"])
+    assert made == ["created", "exists"], made
 
     merged_path = tmp_path / "all.json"
     proc = run([str(HOINGHI), "loadtest", "merge", str(tmp_path / "m0.json"),
