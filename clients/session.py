@@ -423,7 +423,7 @@ class BridgeSession:
                 log.warning("server error: %s", err)
         elif fut is not None and not fut.done():
             fut.set_result(msg)
-        if kind == "offer":
+        if kind in ("offer", "remap"):  # in order: a remap may follow an offer we answer
             self._offers.put_nowait(msg)
         elif kind == "participant_joined":
             self.participants[msg["participant"]["id"]] = msg["participant"]
@@ -452,7 +452,10 @@ class BridgeSession:
         while True:
             msg = await self._offers.get()
             try:
-                await self._answer(msg)
+                if msg["type"] == "remap":
+                    await self._remap(msg)
+                else:
+                    await self._answer(msg)
             except (ConnectionClosed, SignalingError):
                 return
             except Exception as exc:  # surface it, keep serving later offers
@@ -464,15 +467,29 @@ class BridgeSession:
         offer = RTCSessionDescription(sdp=self._filter(msg["sdp"]), type="offer")
         await pc.setRemoteDescription(offer)
         await pc.setLocalDescription(await pc.createAnswer())
+        before = self._map_sections(pc, msg)
+        await self.send({"type": "answer", "pc": "subscriber", "sdp": pc.localDescription.sdp})
+        await self._tracks_changed(before)
+
+    async def _remap(self, msg: Message) -> None:
+        """The sections now carry other tracks (a floor turn): no SDP, nothing to answer."""
+        if self.subscriber is not None:
+            await self._tracks_changed(self._map_sections(self.subscriber, msg))
+
+    def _map_sections(self, pc: RTCPeerConnection, msg: Message) -> dict[str, MediaStreamTrack]:
+        """`received` from the message's mids; returns the previous one."""
         self.mids = {str(k): str(v) for k, v in (msg.get("mids") or {}).items()}
         before, self.received = self.received, {}
         for t in pc.getTransceivers():
             track = t.receiver.track
-            # A section whose track went away stays in the SDP, inactive, carrying nothing.
+            # A section whose track went away carries nothing: it is not in the mids (and
+            # once an offer says so, it is inactive).
             active = t.currentDirection in ("recvonly", "sendrecv")
             if t.mid in self.mids and track is not None and active:
                 self.received[self.mids[t.mid]] = track
-        await self.send({"type": "answer", "pc": "subscriber", "sdp": pc.localDescription.sdp})
+        return before
+
+    async def _tracks_changed(self, before: dict[str, MediaStreamTrack]) -> None:
         for tid, track in self.received.items():
             if before.get(tid) is not track:
                 for listener in self._track_listeners:

@@ -343,7 +343,7 @@ class RoomManager:
             live.audience.send(message, exclude, about)
 
     async def _send_offer(
-        self, room_id: str, participant_id: str, sdp: str, mids: dict[str, str]
+        self, room_id: str, participant_id: str, sdp: str | None, mids: dict[str, str]
     ) -> None:
         live = self._rooms.get(room_id)
         peer = live.peers.get(participant_id) if live else None
@@ -352,7 +352,7 @@ class RoomManager:
                 "offer for absent participant room=%s participant=%s", room_id, participant_id
             )
             return
-        peer.send(m.subscriber_offer(sdp, mids))
+        peer.send(m.subscriber_offer(sdp, mids) if sdp is not None else m.remap(mids))
 
     # --- introspection (metrics, tests) --------------------------------------------------------
 

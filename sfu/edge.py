@@ -58,7 +58,7 @@ class EdgeRoom:
         self._h = RtpHeader()
         self.stray = 0  # datagrams not from the home, or for no known track, or malformed
 
-    async def _send_offer(self, pid: str, sdp: str, mids: dict[str, str]) -> None:
+    async def _send_offer(self, pid: str, sdp: str | None, mids: dict[str, str]) -> None:
         self._send({"op": "offer", "pid": pid, "sdp": sdp, "mids": mids})
 
     # ------------------------------------------------------------------ control

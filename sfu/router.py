@@ -24,14 +24,12 @@ from aiortc.sdp import candidate_from_sdp
 from sfu import slots
 from sfu.adapters import aiortc_tap as tap
 from sfu.adapters import parking
-from sfu.adapters.consent import consent_checks
-from sfu.adapters.direct_ingress import ingress_counters
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.core.speaker import SpeakerDetector
-from sfu.fastpath import gso_counters
 from sfu.producer import Producer
 from sfu.reports import send_reports
+from sfu.router_stats import router_stats
 from sfu.timers import RoomTimers
 from sfu.transports.webrtc import (
     MediaCounters,
@@ -81,7 +79,8 @@ class TrackInfo:
 
 
 # send_offer(participant_id, sdp, mids) must deliver {"type":"offer","pc":"subscriber",...}.
-SendOffer = Callable[[str, str, dict[str, str]], Awaitable[None]]
+# (participant, SDP offer or None for a remap, mids): see Router.update_subscriptions
+SendOffer = Callable[[str, str | None, dict[str, str]], Awaitable[None]]
 
 
 class Router:
@@ -95,6 +94,7 @@ class Router:
         self.publishers: dict[str, PublisherConnection] = {}
         self.subscribers: dict[str, SubscriberConnection] = {}
         self.counters = MediaCounters()
+        self.offers = self.remaps = 0  # subscriber offers sent, and remaps sent instead
         self._locks: dict[str, asyncio.Lock] = {}
         # Conference control (floor, Last-N) tells the router what to forward, never decides.
         self._audio_blocked: set[str] = set()  # participants whose audio is not forwarded
@@ -225,9 +225,12 @@ class Router:
 
     async def update_subscriptions(self, participant_id: str, add: list[str],
                                    remove: list[str]) -> None:
-        """Stop sending `remove`, then send `add`, with one renegotiation. Removed tracks free
-        their slots, and added ones take free slots of their kind and codec first (sfu/slots.py):
-        the subscriber's m-line count stays the most it was sent at once."""
+        """Stop sending `remove`, then send `add`, with one renegotiation at most. Removed
+        tracks free their slots, and added ones take free slots of their kind and codec first
+        (sfu/slots.py): the subscriber's m-line count stays the most it was sent at once. A
+        change that only moves tracks in and out of slots the last offer opened (a floor turn:
+        one bridge's audio and video out, another's in) needs no SDP: the subscriber is sent a
+        `remap` of its sections, not an offer."""
         unknown = [t for t in add if t not in self.producers]
         if unknown:
             raise UnknownTrackError(f"unknown track {unknown[0]}")
@@ -235,7 +238,7 @@ class Router:
         if sub is None and not add:
             return
         sub = sub or self._subscriber(participant_id)
-        changed = False
+        changed = added = False
         for track_id in remove:
             changed = slots.free(sub, track_id) or changed
         allowed = self._video_from.get(participant_id)
@@ -249,9 +252,13 @@ class Router:
                 c = Consumer(producer, participant_id, self._rng)
                 c.paused = paused
                 slots.add(sub, producer, c, self._consumer_ready)
+                added = True
             changed = True
-        if changed:
+        if changed and (added or sub.awaiting_answer or slots.reopened(sub)):
             await self._negotiate(sub)
+        elif changed:
+            self.remaps += 1
+            await self._send_offer(sub.participant_id, None, slots.mids(sub))
 
     def _subscriber(self, pid: str) -> SubscriberConnection:
         sub = self.subscribers.get(pid)
@@ -281,13 +288,14 @@ class Router:
         except BaseException:
             sub.awaiting_answer = False
             raise
+        slots.offered(sub)
+        self.offers += 1
         if not sub.claimed:
             tap.claim_transport(pc, _ignore_rtp, sub.on_rtcp)
             sub.claimed = True
             m = _CNAME.search(pc.localDescription.sdp)
             sub.cname = m.group(1) if m else ""
-        mids = {tr.mid: tid for tid, tr in sub.transceivers.items()}  # type: ignore[attr-defined]
-        await self._send_offer(sub.participant_id, pc.localDescription.sdp, mids)
+        await self._send_offer(sub.participant_id, pc.localDescription.sdp, slots.mids(sub))
 
     async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
         sub = self.subscribers.get(participant_id)
@@ -420,39 +428,7 @@ class Router:
         return gone
 
     def stats(self) -> dict[str, object]:
-        producers = list(self.producers.values())
-        ingress = [c.ingress for c in (*self.publishers.values(), *self.subscribers.values())
-                   if c.ingress is not None and c.ingress.active]
-        consent = consent_checks().schedule
-        return {
-            "room": self.room_id,
-            "producers": len(producers),
-            "consumers": sum(len(p.consumers) for p in producers),
-            "packets_in": sum(p.packets for p in producers),
-            "packets_forwarded": sum(p.forwarded for p in producers),
-            "packets_dropped": sum(p.dropped for p in producers),
-            "malformed_rtp": self.counters.malformed,
-            "malformed_rtcp": self.counters.rtcp_malformed,
-            "unknown_ssrc": self.counters.unknown_ssrc,
-            "plis_sent": sum(p.plis_sent for p in producers),
-            "keyframes_seen": sum(p.keyframes_seen for p in producers),
-            "frames_held": sum(p.frames_held for p in producers),
-            "nacks_sent": sum(p.nack.nacked for p in producers if p.nack is not None),
-            "nack_recovered": sum(p.nack.recovered for p in producers if p.nack is not None),
-            "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
-            "tap_errors": tap.TapDtlsTransport.tap_errors,
-            **gso_counters(),  # process-wide
-            "fanout_connected": sum(g.connected_count for p in producers for g in p.fast.values()),
-            **ingress_counters(ingress),  # connections whose socket the SFU reads itself
-            # Process-wide: parked reads; our ICE consent checks sent, answered, expired.
-            "ingress_parked_reads": parking.poller().reads,
-            "consent_checks_sent": consent.sent,
-            "consent_checks_answered": consent.answered,
-            "consent_expired": consent.expired_total,
-            "timer_polls": self.timers.polls,
-            "timer_idle_wakeups": self.timers.idle_wakeups,
-            "producers_ticking": len(self._ticking),  # with NACKs or a keyframe request due
-        }
+        return router_stats(self)
 
     async def close(self) -> None:
         self._closed = True

@@ -91,6 +91,25 @@ def reuse(sub: SubscriberConnection, producer: Producer, paused: bool) -> bool:
     return True
 
 
+def mids(sub: SubscriberConnection) -> dict[str, str]:
+    """The sections that carry a track now (a free slot's is not listed)."""
+    return {tr.mid: tid for tid, tr in sub.transceivers.items()}  # type: ignore[attr-defined]
+
+
+def offered(sub: SubscriberConnection) -> None:
+    """An offer was made: the slots it opens (sendonly) are the ones a remap may use."""
+    sub.opened = {id(tr) for tr in sub.pc.getTransceivers() if tr.direction == "sendonly"}
+
+
+def reopened(sub: SubscriberConnection) -> bool:
+    """Whether a slot is to send that the last offer did not open (a new one, or a free one
+    that went inactive in an offer since): only an offer can tell the subscriber so. A slot
+    freed since the last offer stays open in the SDP, carrying nothing until it is reused."""
+    return sub.opened is None or any(
+        tr.direction == "sendonly" and id(tr) not in sub.opened
+        for tr in sub.pc.getTransceivers())
+
+
 def attached(sub: SubscriberConnection | None, c: Consumer) -> bool:
     """`c` is a slot in use (not a free one) of a live subscriber connection."""
     return sub is not None and sub.consumers.get(c.track_id) is c

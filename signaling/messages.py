@@ -280,6 +280,11 @@ def subscriber_offer(sdp: str, mids: dict[str, str]) -> JsonObject:
     return {"type": "offer", "pc": "subscriber", "sdp": sdp, "mids": dict(mids)}
 
 
+def remap(mids: dict[str, str]) -> JsonObject:
+    """The subscriber connection's sections now carry these tracks (no SDP change, no answer)."""
+    return {"type": "remap", "pc": "subscriber", "mids": dict(mids)}
+
+
 def participant_joined(participant: JsonObject, **logged: Any) -> JsonObject:
     """`logged`: `seq`, `time`, `invited` when the join is in the conference's event log."""
     return {"type": "participant_joined", "participant": participant, **logged}

@@ -244,6 +244,8 @@ class SubscriberConnection:
         self.claimed = False
         self.awaiting_answer = False
         self.dirty = False
+        # Slots (id of transceiver) the last offer opened, None before any (sfu/slots.py).
+        self.opened: set[int] | None = None
         self.cname = ""  # from our own SDP, so SDES matches what the subscriber was told
 
     def slot_ready(self, c: Consumer, transceiver: object, on_ready: Callable[[Consumer], None]):

@@ -296,6 +296,17 @@ async def test_floor_control(server: Any, pages: Any) -> None:
     for name, page in (("chair", chair), ("bridge-a", a), ("bridge-b", b)):
         await screenshot(page, "floor", name)
 
+    # A `remap` (docs/signaling.md, Receiving): the section that carried B's camera now
+    # carries another bridge's; the page re-labels it without any SDP (injected: the server
+    # sends one on a floor turn between two holders, which this room of two bridges lacks).
+    await a.evaluate("""id => { const conf = window.hoinghi.conference, mids = {};
+        for (const [tid, e] of conf.remote) mids[e.mid] = tid;
+        mids[conf.remote.get(id).mid] = "xa-khac/camera";
+        window.hoinghi.debug.inject({type: "remap", pc: "subscriber", mids}); }""",
+                     f"{BRIDGE_B}/camera")
+    await wait_for(a, """id => { const r = window.hoinghi.remoteTracks();
+        return r.includes("xa-khac/camera") && !r.includes(id); }""", f"{BRIDGE_B}/camera")
+
     await chair.click("#control-buttons [data-control='floor']")  # take it back
     await wait_for(a, "() => window.hoinghi.floor().holder === null")
 

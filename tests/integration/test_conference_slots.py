@@ -25,6 +25,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield s
 
 
+def _count(s: BridgeSession, kind: str) -> int:
+    return sum(1 for m in s.messages if m.get("type") == kind)
+
+
 def _sections(s: BridgeSession) -> int:
     offers = [m for m in s.messages if m.get("type") == "offer"]
     return len(re.findall(r"^m=", offers[-1]["sdp"], re.M)) if offers else 0
@@ -67,12 +71,15 @@ async def test_auto_subscriber_gets_its_plan_and_a_floor_turn_reuses_its_section
         assert await asyncio.wait_for(rx.wait_frames(5), 20), vars(rx.video)
         await rx.stop()
 
-        # The floor goes to a bridge nobody was shown: its audio and video take freed sections.
+        # The floor goes to a bridge nobody was shown: its audio and video take freed sections,
+        # by a `remap` (no SDP: the sections stay open), not an offer.
         target = next(b for b in bridges[1:] if f"{b}/camera" != other)
+        offers = _count(viewer, "offer")
         await doing_floor(chair, target)
         await until(lambda: planned("chair/microphone", "chair/camera",
                                     f"{target}/microphone", f"{target}/camera"), 20)
         assert "b1/microphone" not in tracks()
+        assert _count(viewer, "offer") == offers and _count(viewer, "remap") >= 1
         assert _sections(viewer) == 5
         assert len(viewer.subscriber.getTransceivers()) == 5  # type: ignore[union-attr]
         mid = next(m for m, t in viewer.mids.items() if t == f"{target}/camera")

@@ -1,5 +1,6 @@
 """Subscriber slot reuse (sfu/slots.py) with real aiortc peers: an unsubscribed track's m-line
-is kept and the next track of its kind takes it over, so the SDP does not grow."""
+is kept and the next track of its kind takes it over, so the SDP does not grow; and a change
+that only moves tracks through slots the last offer opened is a `remap`, with no SDP at all."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ class Viewer:
         self.mids: dict[str, str] = {}
         self.sections = 0
         self.rx: dict[str, TrackReceiver] = {}  # track id -> receiver reading it now
+        self.got: list[str] = []  # "offer" / "remap", in order
 
     async def answer(self) -> None:
         sdp, mids = await asyncio.wait_for(self.h.queue(self.pid).get(), 10)
-        self.sections = len(re.findall(r"^m=", sdp, re.M))
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        await self.h.router.subscriber_answer(self.pid, self.pc.localDescription.sdp)
+        self.got.append("offer" if sdp is not None else "remap")
+        if sdp is not None:
+            self.sections = len(re.findall(r"^m=", sdp, re.M))
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            await self.h.router.subscriber_answer(self.pid, self.pc.localDescription.sdp)
         self.mids = dict(mids)
         # A reused slot keeps its receiver track (aiortc fires no new `track` event): read it
         # afresh under its new track id.
@@ -64,11 +68,14 @@ async def test_a_freed_slot_carries_another_publishers_camera_and_feedback_follo
         c = sub.consumers["a/camera"]
         mid = next(iter(v.mids))
 
-        await v.change([], ["a/camera"])  # the section stays, inactive, carrying nothing
+        await v.change([], ["a/camera"])  # the section stays, carrying nothing: a remap
         assert v.sections == 1 and v.mids == {} and len(sub.free) == 1
         assert c not in h.router.producers["a/camera"].consumers
         await v.change(["b/camera"], [])
         assert v.sections == 1 and v.mids == {mid: "b/camera"}
+        assert v.got == ["offer", "remap", "remap"]
+        assert (h.router.stats()["subscriber_offers"], h.router.stats()["subscriber_remaps"]) == (
+            1, 2)
         assert sub.consumers["b/camera"] is c and c.producer is h.router.producers["b/camera"]
         rx = v.rx["b/camera"]
         assert await asyncio.wait_for(rx.wait_frames(15), 20), vars(rx.video)
@@ -104,6 +111,7 @@ async def test_section_count_stays_bounded_over_five_floor_turns() -> None:
                                                                    f"{pid}/microphone"]
             assert len(h.router.subscribers["viewer"].pc.getTransceivers()) == 2
             prev = pid
+        assert v.got == ["offer"] + ["remap"] * 5  # floor turns cost no SDP
         rx = v.rx["p1/camera"]
         # The reused receiver may still hand out a frame or two of the previous publisher that
         # were in flight (aiortc's queue): judge the stream once p1's own pictures arrive.
@@ -128,3 +136,23 @@ async def _frames(rx: TrackReceiver, n: int) -> bool:
     while rx.frames < n:
         await asyncio.sleep(0.05)
     return True
+
+
+async def test_an_offer_only_where_the_sdp_must_change() -> None:
+    """A new section, or a free one that an offer closed since, needs an offer; a slot freed
+    since the last offer is reused by a remap."""
+    async with harness() as h:
+        for pid in ("a", "b", "c"):
+            await h.publish(pid)
+        v = Viewer(h, "viewer")
+        await v.change(["a/camera"], [])  # a new section
+        await v.change(["b/microphone"], ["a/camera"])  # another new one; the camera's closes
+        assert v.got == ["offer", "offer"] and v.mids == {"1": "b/microphone"}
+        sub = h.router.subscribers["viewer"]
+        assert [tr.direction for tr in sub.pc.getTransceivers()] == ["inactive", "sendonly"]
+        await v.change(["c/camera"], [])  # reopens the camera's section: the subscriber must know
+        assert v.got[-1] == "offer" and v.mids == {"0": "c/camera", "1": "b/microphone"}
+        await v.change(["a/microphone"], ["b/microphone"])  # open since the last offer: a remap
+        assert v.got[-1] == "remap" and v.mids == {"0": "c/camera", "1": "a/microphone"}
+        assert await asyncio.wait_for(_frames(v.rx["a/microphone"], 20), 10)
+        assert v.sections == 2 and len(sub.pc.getTransceivers()) == 2

@@ -65,3 +65,17 @@ async def test_conference_bench_counts_what_a_publication_costs() -> None:
     # Bridges are told of the chair only; only the chair's console hears of each join.
     assert featured["roster"] == "featured" and featured["joined_kb"] < 1
     assert featured["messages_per_join"] == 3 and featured["surge_messages"] == 8
+
+
+async def test_floor_bench_measures_offers_then_remaps() -> None:
+    from bench.micro_floor import bench as floor
+
+    lines = await floor(3, turns=3)
+    assert [x["turn"] for x in lines] == [0, 1, 2]
+    # The first turn opens the floor's two sections on every subscriber but the holder (the
+    # chair, 2 other speakers, 3 bridges): offers. Later turns move tracks through them:
+    # remaps, and at most one offer (the previous holder gets the floor's sections only now).
+    assert lines[0]["offers"] == 6 and lines[0]["remaps"] == 0
+    for later in lines[1:]:
+        assert later["offers"] <= 1 and later["remaps"] >= 5, later
+    assert all(x["server_ms_per_bridge"] > 0 for x in lines)

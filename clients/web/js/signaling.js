@@ -283,6 +283,7 @@ export class Conference extends EventTarget {
     }
     switch (msg.type) {
       case "offer":
+      case "remap": // sections carrying other tracks, no SDP change (a floor turn)
         if (msg.pc === "subscriber") this._queueSubscriberOffer(msg, gen);
         return;
       case "error":
@@ -398,6 +399,10 @@ export class Conference extends EventTarget {
 
   async _answerSubscriber(msg, gen) {
     if (gen !== this._gen) return;
+    if (msg.type === "remap") {
+      if (this.subscriber) this._reconcileRemote(this.subscriber, msg.mids || {});
+      return;
+    }
     let pc = this.subscriber;
     if (!pc) {
       pc = new RTCPeerConnection(this._rtcConfig());
