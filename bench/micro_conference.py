@@ -70,7 +70,8 @@ class Bridge:
         pass
 
 
-def _publish(mgr: RoomManager, pid: str, rng: random.Random) -> list[TrackInfo]:
+def publish_tracks(mgr: RoomManager, pid: str, rng: random.Random) -> list[TrackInfo]:
+    """A camera and a microphone of `pid` in the room, fed as a cascade edge's are."""
     router = mgr.routers()[ROOM]
     tracks = [TrackInfo(f"{pid}/camera", pid, "video", "camera", "VP8"),
               TrackInfo(f"{pid}/microphone", pid, "audio", "microphone", "opus")]
@@ -103,7 +104,7 @@ async def bench(n: int, publications: int, roster: str = "featured") -> dict[str
         for i in range(n):
             bridges.append(Bridge(f"c{i}"))
             await _join(mgr, bridges[-1])
-            _publish(mgr, f"c{i}", rng)  # in the room, unannounced: only the late ones count
+            publish_tracks(mgr, f"c{i}", rng)  # in the room, unannounced: only the late ones count
             await asyncio.sleep(0)  # timers (`presence`) run between joins, as in a server
         surge = sum(b.received for b in bridges)
         join_s = announce_s = 0.0
@@ -117,7 +118,7 @@ async def bench(n: int, publications: int, roster: str = "featured") -> dict[str
             await _join(mgr, late)
             t1 = time.process_time()
             joined_bytes += late.joined_bytes
-            tracks = _publish(mgr, late.participant.id, rng)
+            tracks = publish_tracks(mgr, late.participant.id, rng)
             before = _syncs(mgr)
             t2 = time.process_time()
             await mgr.announce_published(late, tracks)

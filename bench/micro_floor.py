@@ -32,15 +32,13 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
+from bench.micro_conference import ROOM, publish_tracks
 from rooms.conference import parse_conference
 from rooms.manager import RoomManager
 from rooms.memory import MemoryRoomStore
 from rooms.model import Participant
 from sfu.config import SfuConfig
-from sfu.producer import Producer
-from sfu.router import TrackInfo
 
-ROOM = "national"
 PUB = frozenset({"publish", "subscribe"})
 CHAIR = PUB | {"moderate", "record", "observe_all"}
 
@@ -64,16 +62,6 @@ class Bridge:
 
     def close(self, code: int, reason: str) -> None:
         pass
-
-
-def _publish(mgr: RoomManager, pid: str, rng: random.Random) -> list[TrackInfo]:
-    router = mgr.routers()[ROOM]
-    tracks = [TrackInfo(f"{pid}/camera", pid, "video", "camera", "VP8"),
-              TrackInfo(f"{pid}/microphone", pid, "audio", "microphone", "opus")]
-    for t in tracks:
-        router.add_producer(Producer(t, 90000 if t.kind == "video" else 48000, router.config,
-                                     rng))
-    return tracks
 
 
 async def _settle() -> None:
@@ -115,7 +103,7 @@ async def bench(n: int, turns: int) -> list[dict[str, Any]]:
         bridges += [chair, *speakers]
         for b in (chair, *speakers):
             await mgr.join(b, lambda snap: None)
-            await mgr.announce_published(b, _publish(mgr, b.participant.id, rng))
+            await mgr.announce_published(b, publish_tracks(mgr, b.participant.id, rng))
         for i in range(n):
             b = Bridge(f"c{i}")
             bridges.append(b)
