@@ -78,8 +78,8 @@ class TrackInfo:
                 "source": self.source, "codec": self.codec, "muted": self.muted}
 
 
-# send_offer(participant_id, sdp, mids) must deliver {"type":"offer","pc":"subscriber",...}.
-# (participant, SDP offer or None for a remap, mids): see Router.update_subscriptions
+# send_offer(participant_id, sdp, mids) must deliver {"type": "offer", "pc": "subscriber", ...},
+# or with sdp None {"type": "remap", ...} (see Router.update_subscriptions).
 SendOffer = Callable[[str, str | None, dict[str, str]], Awaitable[None]]
 
 
