@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import json
 import logging
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,65 +33,20 @@ from websockets.exceptions import ConnectionClosed
 from sfu.adapters.aiortc_tap import set_ice_hosts
 
 from .media import TrackReceiver
+from .wire import (
+    CLOSE_CODES,
+    FATAL_CODES,
+    PROTOCOL,
+    SignalingError,
+    filter_candidates,
+    get_json,
+    is_loopback,
+)
 
 __all__ = ["BridgeSession", "SignalingError", "TrackReceiver", "filter_candidates"]
 
 log = logging.getLogger("hoinghi.client")
 Message = dict[str, Any]
-
-PROTOCOL = 1
-# Errors after which the server closes the socket (docs/signaling.md, "Errors").
-FATAL_CODES = frozenset({
-    "too_large", "join_timeout", "token_missing", "token_invalid", "token_expired",
-    "wrong_room", "unsupported_protocol", "room_full", "room_locked", "replaced", "removed",
-    "too_many_connections", "unavailable",
-})  # fmt: skip
-# For a socket closed without an error message first.
-_CLOSE_CODES = {1009: "too_large", 4001: "token_invalid", 4002: "unsupported_protocol",
-                4003: "room_full", 4004: "removed", 4005: "too_many_connections",
-                4008: "rate_limited", 4009: "replaced", 4010: "keepalive",
-                1013: "unavailable"}  # fmt: skip
-
-
-class SignalingError(Exception):
-    """An `error` from the server, or the session ending; `.code` is the protocol's code."""
-
-    def __init__(self, code: str, message: str = "", re: Any = None) -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code, self.message, self.re = code, message, re
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an mDNS .local name, for one
-        return False
-
-
-def filter_candidates(sdp: str, keep: Callable[[str], bool]) -> str:
-    """SDP without the `a=candidate` lines whose address fails `keep`.
-
-    On loopback this drops LAN and mDNS candidates: aioice would try them, and resolving a
-    .local name sends multicast DNS off the machine.
-    """
-    out = []
-    for line in sdp.splitlines():
-        parts = line.split()
-        if line.startswith("a=candidate:") and (len(parts) < 5 or not keep(parts[4])):
-            continue
-        out.append(line)
-    return "\r\n".join(out) + "\r\n"
-
-
-def _get_json(url: str, timeout: float) -> Message:
-    # Never through a proxy: the server is reached directly (on loopback nothing else exists).
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout) as resp:
-        data = json.loads(resp.read().decode())
-    if not isinstance(data, dict):
-        raise SignalingError("bad_info", f"{url} did not return a JSON object")
-    return data
-
 
 class BridgeSession:
     """One participant session: the signaling websocket, a publisher and a subscriber pc.
@@ -117,7 +70,7 @@ class BridgeSession:
         self.auto_subscribe, self.timeout = auto_subscribe, timeout
         if ice_hosts:
             set_ice_hosts(list(ice_hosts))
-        self._loopback = bool(ice_hosts) and all(_is_loopback(h) for h in ice_hosts)
+        self._loopback = bool(ice_hosts) and all(is_loopback(h) for h in ice_hosts)
         # None: use the servers `joined` hands out.
         self._ice_servers = None if ice_servers is None else list(ice_servers)
 
@@ -165,7 +118,7 @@ class BridgeSession:
 
     async def connect(self) -> Message:
         """GET /api/info, open the websocket, join. Returns the `joined` message."""
-        info = await asyncio.to_thread(_get_json, f"{self.url}/api/info", self.timeout)
+        info = await asyncio.to_thread(get_json, f"{self.url}/api/info", self.timeout)
         if info.get("protocol") != PROTOCOL:
             raise SignalingError("unsupported_protocol", f"server speaks {info.get('protocol')}")
         if not isinstance(info.get("signaling"), str):
@@ -369,7 +322,7 @@ class BridgeSession:
         return RTCPeerConnection(config)
 
     def _filter(self, sdp: str) -> str:
-        return filter_candidates(sdp, _is_loopback) if self._loopback else sdp
+        return filter_candidates(sdp, is_loopback) if self._loopback else sdp
 
     async def _read_loop(self) -> None:
         assert self._ws is not None
@@ -391,7 +344,7 @@ class BridgeSession:
             code = self._ws.close_code
             if self.error is None and not self._closing and code not in (None, 1000):
                 reason = f"socket closed: {code} {self._ws.close_reason}"
-                self.error = SignalingError(_CLOSE_CODES.get(code, "closed"), reason)
+                self.error = SignalingError(CLOSE_CODES.get(code, "closed"), reason)
             self._finish(self.error or SignalingError("closed", "connection closed"))
 
     def _finish(self, exc: SignalingError | None) -> None:

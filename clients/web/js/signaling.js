@@ -5,6 +5,7 @@
 
 import { waitIceGathering, preferVideoCodecs } from "./media.js";
 import { fetchJson, openSocket } from "./net.js";
+import { reconcileRemote } from "./remote.js";
 import {
   FATAL_CLOSES, FATAL_ERRORS, PROTOCOL, PUBLISH_REFUSALS, ROSTER_EVENTS, SignalingError,
   trackParticipant,
@@ -242,7 +243,7 @@ export class Conference extends EventTarget {
     for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
     this.publisher = this.subscriber = null;
     this._subQueue = Promise.resolve();
-    for (const id of [...this.remote.keys()]) this._removeRemote(id);
+    this._reconcileRemote([], {}); // nothing is received any more
   }
 
   _startKeepalive(gen, keepaliveS) {
@@ -400,7 +401,7 @@ export class Conference extends EventTarget {
   async _answerSubscriber(msg, gen) {
     if (gen !== this._gen) return;
     if (msg.type === "remap") {
-      if (this.subscriber) this._reconcileRemote(this.subscriber, msg.mids || {});
+      if (this.subscriber) this._reconcileRemote(this.subscriber.getTransceivers(), msg.mids || {});
       return;
     }
     let pc = this.subscriber;
@@ -415,41 +416,13 @@ export class Conference extends EventTarget {
     await waitIceGathering(pc, 3000);
     if (gen !== this._gen) return;
     this._send({ type: "answer", pc: "subscriber", sdp: pc.localDescription.sdp });
-    this._reconcileRemote(pc, msg.mids || {});
+    this._reconcileRemote(pc.getTransceivers(), msg.mids || {});
   }
 
-  // The mids map is the only link between a media section and the track it carries, and a
-  // section may be reused for another track, so match on every offer rather than in ontrack.
-  _reconcileRemote(pc, mids) {
-    const live = new Set();
-    for (const tr of pc.getTransceivers()) {
-      const trackId = tr.mid != null ? mids[tr.mid] : undefined;
-      const receiving = tr.currentDirection === "recvonly" || tr.currentDirection === "sendrecv";
-      if (!trackId || !receiving) continue;
-      live.add(trackId);
-      const cur = this.remote.get(trackId);
-      if (cur && cur.receiver === tr.receiver) continue;
-      if (cur) this._removeRemote(trackId);
-      const slash = trackId.lastIndexOf("/");
-      const entry = {
-        trackId, mid: tr.mid, kind: tr.receiver.track.kind, track: tr.receiver.track,
-        receiver: tr.receiver, participantId: trackId.slice(0, slash),
-        source: trackId.slice(slash + 1),
-      };
-      for (const [id, other] of this.remote) {
-        if (other.receiver === tr.receiver) this._removeRemote(id); // section reused
-      }
-      this.remote.set(trackId, entry);
-      this._emit("remotetrack", entry);
-    }
-    for (const id of [...this.remote.keys()]) if (!live.has(id)) this._removeRemote(id);
-  }
-
-  _removeRemote(trackId) {
-    const entry = this.remote.get(trackId);
-    if (!entry) return;
-    this.remote.delete(trackId);
-    this._emit("remotetrack_removed", entry);
+  // The mids map (an offer's or a remap's) is the only link between a media section and
+  // the track it carries; remote.js matches it against the connection's sections.
+  _reconcileRemote(transceivers, mids) {
+    reconcileRemote(this.remote, transceivers, mids, (type, entry) => this._emit(type, entry));
   }
 
   // --- ICE health ---------------------------------------------------------------------------
