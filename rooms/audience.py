@@ -68,6 +68,15 @@ class Audience:
         tracks = [t for p in (*people, None) for t in self._tracks_of(p.id if p else viewer)]
         return people, tracks
 
+    def floor_view(self, snapshot: dict[str, Any], viewer: str) -> dict[str, Any]:
+        """A floor snapshot as `viewer`'s roster allows: a featured roster's `hands` lists the
+        featured participants', as the hand events it is sent do (its own position is in
+        `you`)."""
+        if viewer in self.roster.told_all or not self.roster.featured_only:
+            return snapshot
+        hands = [h for h in snapshot.get("hands", ()) if h["id"] in self.roster.featured]
+        return {**snapshot, "hands": hands}
+
     # --- sending ---------------------------------------------------------------------------
 
     def send(self, message: dict[str, Any], exclude: Peer | None = None,
@@ -83,7 +92,11 @@ class Audience:
                 self._presence(cover)
             self._deliver(message, self.peers.values(), exclude)
             return
-        told = [self.peers[p] for p in self.roster.told_all if p in self.peers]
+        # The told-all sessions; and the participant itself for what is not logged (its own
+        # tracks): a log entry it would get uncovered by `presence` (its own hand; its
+        # `floor_state` tells it) would be a gap in its `seq`.
+        own = {about} if logged is None else set()
+        told = [self.peers[p] for p in {*self.roster.told_all, *own} if p in self.peers]
         self._deliver(message, told, exclude)
         if logged is not None:
             self.roster.skipped(logged)

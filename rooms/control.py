@@ -48,6 +48,10 @@ SERVER_ACTOR = "@server"
 # Floor events after which the Last-N plan may differ.
 REPLAN_ON = frozenset({"participant_joined", "participant_left", "floor_given", "floor_taken",
                        "spotlight_changed"})
+# Events sent only to the sessions whose roster lists their participant (rooms/roster.py): a
+# surge of joins or of raised hands must not reach every bridge of a national conference.
+ABOUT_TARGET = frozenset({"participant_joined", "participant_left", "hand_raised",
+                          "hand_lowered", "participant_muted", "participant_unmuted"})
 _ERRORS: dict[ErrorCode, type[SignalingError]] = {
     ErrorCode.FORBIDDEN: Forbidden,
     ErrorCode.NOT_JOINED: NotJoined,
@@ -146,7 +150,7 @@ class RoomControl:
         self._feature(p for p in self._fixed_ids() if p not in joining)
         for ev in result.events:
             msg = event_message(ev)
-            about = ev.target if ev.type in ("participant_joined", "participant_left") else None
+            about = ev.target if ev.type in ABOUT_TARGET else None
             if hold_left and ev.type == "participant_left":
                 held.append(msg)
             else:

@@ -126,7 +126,8 @@ class RoomManager:
                 shown, tracks = live.audience.featured_view(pid)
             snapshot = JoinSnapshot(
                 room=room, participants=shown, tracks=tracks,
-                floor=live.control.snapshot(pid), last_n=live.control.n_of(pid),
+                floor=live.audience.floor_view(live.control.snapshot(pid), pid),
+                last_n=live.control.n_of(pid),
                 roster=live.audience.kind_for(participant),
                 participant_count=len(live.peers) + (pid not in live.peers),
             )
@@ -300,7 +301,8 @@ class RoomManager:
                         peer.participant.id)
 
     def floor_snapshot(self, peer: Peer) -> dict[str, Any]:
-        return self._live(peer).control.snapshot(peer.participant.id)
+        live, pid = self._live(peer), peer.participant.id
+        return live.audience.floor_view(live.control.snapshot(pid), pid)
 
     def report_quality(self, peer: Peer, quality: dict[str, Any]) -> None:
         self._live(peer).control.report_quality(peer.participant.id, quality)

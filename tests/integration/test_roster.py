@@ -109,6 +109,26 @@ async def test_bridges_are_told_of_the_featured_moderators_of_everyone(
     assert view is not None and view["roster"] == "featured"
     assert view["featured"] == ["hq", "x1", "x2"] and view["introductions"] == 3
 
+    # x3 is told of its own tracks, as every publisher is.
+    x3 = clients["x3"]
+    x3.catch_up()
+    assert {"x3/camera", "x3/microphone"} <= x3.tracks
+
+    # x3 raises its hand: the chair's console and the operator are told; the bridges, x3
+    # itself included (its `floor_state` tells it), only through `presence`, and their
+    # snapshot's hands list only the featured.
+    for c in (hq, ops, x1, x4):
+        c.catch_up()
+    await mgr.control(x3.peer, "raise_hand", {})
+    assert [m["type"] for m in hq.catch_up()] == [m["type"] for m in ops.catch_up()] == [
+        "hand_raised"]
+    assert [m["type"] for m in x3.catch_up()] == ["floor_state"]
+    assert {m["type"] for m in x4.catch_up()} <= {"presence"}
+    assert mgr.floor_snapshot(x4.peer)["hands"] == []
+    assert [h["id"] for h in mgr.floor_snapshot(hq.peer)["hands"]] == ["x3"]
+    mine = mgr.floor_snapshot(x3.peer)
+    assert mine["hands"] == [] and mine["you"]["hand_position"] == 1
+
     # The floor to x3: x4 is introduced to it before `floor_given` names it.
     await mgr.control(hq.peer, "give_floor", {"target": "x3"})
     new = x4.catch_up()

@@ -62,9 +62,10 @@ async def test_conference_bench_counts_what_a_publication_costs() -> None:
     # Everyone is told of a late bridge's join and 2 tracks: 3 messages to 9 or 10 others.
     assert line["messages_per_join"] >= 27 and line["surge_messages"] == sum(range(1, 9))
     featured = await conference(8, publications=2)
-    # Bridges are told of the chair only; only the chair's console hears of each join.
+    # Bridges are told of the chair only: only the chair's console hears of each join and its
+    # 2 tracks, and the publisher of its own 2 tracks.
     assert featured["roster"] == "featured" and featured["joined_kb"] < 1
-    assert featured["messages_per_join"] == 3 and featured["surge_messages"] == 8
+    assert featured["messages_per_join"] == 5 and featured["surge_messages"] == 8
 
 
 async def test_floor_bench_measures_offers_then_remaps() -> None:
