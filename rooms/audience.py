@@ -65,7 +65,7 @@ class Audience:
         featured = self.roster.featured
         people = [peer.participant for pid, peer in self.peers.items()
                   if pid in featured and pid != viewer]
-        tracks = [t for p in (*people, None) for t in self._tracks_of(p.id if p else viewer)]
+        tracks = [t for pid in [*(p.id for p in people), viewer] for t in self._tracks_of(pid)]
         return people, tracks
 
     def floor_view(self, snapshot: dict[str, Any], viewer: str) -> dict[str, Any]:

@@ -238,7 +238,7 @@ class Router:
         if sub is None and not add:
             return
         sub = sub or self._subscriber(participant_id)
-        changed = added = False
+        changed = False
         for track_id in remove:
             changed = slots.free(sub, track_id) or changed
         allowed = self._video_from.get(participant_id)
@@ -252,9 +252,9 @@ class Router:
                 c = Consumer(producer, participant_id, self._rng)
                 c.paused = paused
                 slots.add(sub, producer, c, self._consumer_ready)
-                added = True
             changed = True
-        if changed and (added or sub.awaiting_answer or slots.reopened(sub)):
+        # A new slot is one the last offer did not open: `reopened` covers it.
+        if changed and (sub.awaiting_answer or slots.reopened(sub)):
             await self._negotiate(sub)
         elif changed:
             self.remaps += 1
