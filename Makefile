@@ -8,7 +8,7 @@ ICE_HOST ?= 127.0.0.1
 
 .PHONY: run test test-system-python venv sysdeps lint bench clean
 
-$(BIN)/hoinghi: pyproject.toml setup.py sfu/fastpath/_build.py sfu/fastpath/fanout.c sfu/fastpath/ingress.c
+$(BIN)/hoinghi: pyproject.toml setup.py sfu/fastpath/_build.py sfu/fastpath/*.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

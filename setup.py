@@ -63,7 +63,8 @@ class OptionalBuildExt(build_ext):
 setup(
     # Declared with the hand-written source so an sdist carries it; the source list is
     # replaced by cffi's generated module (which inlines fanout.c) at build time.
-    ext_modules=[Extension(FASTPATH, sources=["sfu/fastpath/fanout.c", "sfu/fastpath/ingress.c"])],
+    ext_modules=[Extension(FASTPATH, sources=[
+        f"sfu/fastpath/{name}" for name in ("uring.c", "fanout.c", "fanout_ring.c", "ingress.c")])],
     cmdclass={"build_ext": OptionalBuildExt},
     setup_requires=["cffi>=1.15"],
 )

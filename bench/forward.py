@@ -66,12 +66,18 @@ def _ingress(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
     if not wakeups:
         return {}
     dt = s1["t"] - s0["t"]
-    gso = c1.get("hoinghi_router_fanout_gso_packets", 0.0) - c0.get(
-        "hoinghi_router_fanout_gso_packets", 0.0)
+    def fanout(name: str) -> float:
+        key = f"hoinghi_router_fanout_{name}"
+        return c1.get(key, 0.0) - c0.get(key, 0.0)
+    enters = fanout("uring_enters")
     return {"ingress_datagrams_per_wakeup": round(d("datagrams") / wakeups, 2),
             "ingress_rtp_per_batch": round(d("rtp_packets") / batches, 2) if batches else None,
             # Packets per second that left in UDP GSO messages (sfu/fastpath/fanout.c).
-            "fanout_gso_pps": round(gso / dt, 1) if dt > 0 else None}
+            "fanout_gso_pps": round(fanout("gso_packets") / dt, 1) if dt > 0 else None,
+            # Sends (datagrams or GSO messages) per io_uring_enter() (sfu/fastpath/uring.c);
+            # None: the sends were plain syscalls (HOINGHI_URING=0, or the kernel refused it).
+            "fanout_sends_per_uring_enter": (round(fanout("uring_sends") / enters, 1)
+                                             if enters else None)}
 
 
 def server_cpu(server: Server) -> ProcCpu:

@@ -129,7 +129,8 @@ class HoinghiServer:
 # Read along with the forwarded count, for the ingress figures of the JSON line.
 COUNTERS = ("hoinghi_router_ingress_datagrams", "hoinghi_router_ingress_wakeups",
             "hoinghi_router_ingress_rtp_batches", "hoinghi_router_ingress_rtp_packets",
-            "hoinghi_router_fanout_gso_packets")
+            "hoinghi_router_fanout_gso_packets", "hoinghi_router_fanout_uring_sends",
+            "hoinghi_router_fanout_uring_enters")
 
 
 class _Signaling:

@@ -19,6 +19,10 @@ Cases, per N: `Producer._fanout` itself (the production loop), its groups' sends
   sends name no address, the kernel reuses the route cached at connect();
 - `python-fanout`: FastGroup's Python path (the fallback, `HOINGHI_FASTPATH=0`).
 
+The C cases send through the process's io_uring where the kernel allows it (sfu/fastpath/
+uring.c, `"sends": "io_uring"`); `c-fanout-connected-syscalls` and
+`c-fanout-frame4-connected-syscalls` are the same with one syscall per send, for the A/B.
+
 The cases are interleaved round by round and the median is reported, because the machines this
 runs on are shared and noisy: compare numbers from one run, not across runs. One JSON line per
 case on stdout: µs of process CPU time (time.process_time) per forwarded packet.
@@ -167,31 +171,39 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
         return producer
 
     producer = await make_producer(connect=False)
-    cases: dict[str, tuple[Callable[[bytes, RtpHeader, float], None], Producer]] = {
-        "python-fanout": (_fanout_with(producer, native=False), producer),
+    ring_ok = fastpath.set_uring(True)  # the C cases' sends: one io_uring where allowed
+    # name -> (fanout, its producer, whether the C path sends through the io_uring)
+    cases: dict[str, tuple[Callable[[bytes, RtpHeader, float], None], Producer, bool]] = {
+        "python-fanout": (_fanout_with(producer, native=False), producer, False),
     }
     if fastpath.COMPILED:
         connected = await make_producer(connect=True)
-        cases["c-fanout"] = (_fanout_with(producer, native=True), producer)
-        cases["c-fanout-connected"] = (_fanout_with(connected, native=True), connected)
-        cases[f"c-fanout-frame{FRAME}"] = (_framed(producer, native=True, gso=True), producer)
-        cases[f"c-fanout-frame{FRAME}-connected"] = (
-            _framed(connected, native=True, gso=True), connected)
-        cases[f"c-fanout-frame{FRAME}-nogso"] = (
-            _framed(producer, native=True, gso=False), producer)
+        one, framed = _fanout_with(connected, native=True), _framed(connected, True, True)
+        cases["c-fanout"] = (_fanout_with(producer, native=True), producer, ring_ok)
+        cases["c-fanout-connected"] = (one, connected, ring_ok)
+        cases[f"c-fanout-frame{FRAME}"] = (_framed(producer, True, True), producer, ring_ok)
+        cases[f"c-fanout-frame{FRAME}-connected"] = (framed, connected, ring_ok)
+        cases[f"c-fanout-frame{FRAME}-nogso"] = (_framed(producer, True, False), producer,
+                                                 ring_ok)
+        if ring_ok:
+            cases["c-fanout-connected-syscalls"] = (one, connected, False)
+            cases[f"c-fanout-frame{FRAME}-connected-syscalls"] = (framed, connected, False)
     packets = max(200, sends // n) // FRAME * FRAME  # whole frames: nothing left queued
     times: dict[str, list[float]] = {name: [] for name in cases}
     at = [0]
-    for fn, _ in cases.values():  # warm-up: caches, branch predictors, socket buffers
+    for fn, _, uring in cases.values():  # warm-up: caches, branch predictors, socket buffers
+        fastpath.set_uring(uring)
         _run(fn, ring, max(20, packets // 10), at)
     for _ in range(rounds):
-        for name, (fn, p) in cases.items():
+        for name, (fn, p, uring) in cases.items():
+            fastpath.set_uring(uring)
             before = p.forwarded
             cpu = _run(fn, ring, packets, at)
             if p.forwarded - before != packets * n:
                 raise RuntimeError(f"{name}: {p.forwarded - before} of {packets * n} sent")
             times[name].append(cpu / (packets * n) * 1e6)
     fastpath.set_gso(fastpath.GSO_DEFAULT)
+    fastpath.set_uring(fastpath.URING_DEFAULT)
     for t in transports:
         t.close()
     sink.close()
@@ -199,6 +211,7 @@ async def bench(n: int, rounds: int, sends: int) -> list[dict[str, Any]]:
              "forwarded_per_round": packets * n, "rounds": rounds,
              "us_per_pkt": round(statistics.median(ts), 3),
              "us_per_pkt_runs": [round(t, 3) for t in ts],
+             "sends": "io_uring" if cases[name][2] else "syscalls",
              "fastpath": fastpath.reason()} for name, ts in times.items()]
 
 

@@ -8,7 +8,7 @@ from sfu.adapters import aiortc_tap as tap
 from sfu.adapters import parking
 from sfu.adapters.consent import consent_checks
 from sfu.adapters.direct_ingress import ingress_counters
-from sfu.fastpath import gso_counters
+from sfu.fastpath import gso_counters, uring_counters
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -38,6 +38,7 @@ def router_stats(router: Router) -> dict[str, object]:
         "retransmitted": sum(c.retransmitted for p in producers for c in p.consumers),
         "tap_errors": tap.TapDtlsTransport.tap_errors,
         **gso_counters(),  # process-wide
+        **uring_counters(),
         "fanout_connected": sum(g.connected_count for p in producers for g in p.fast.values()),
         **ingress_counters(ingress),  # connections whose socket the SFU reads itself
         # Process-wide: parked reads; our ICE consent checks sent, answered, expired.

@@ -10,8 +10,11 @@ write its 12-byte header, SRTP-protect, sendto. `FastGroup.send` is that inner l
   pylibsrtp's own `srtp_protect` through a function pointer (pylibsrtp links libsrtp
   statically; the contexts aiortc made live there) and sends with MSG_DONTWAIT on a dup of
   each connection's UDP socket, naming no address where the socket is connected to the
-  consumer's (the kernel then reuses the route cached at connect()). A full socket buffer or
-  any send error drops that one packet and is counted (`errors`), never raised.
+  consumer's (the kernel then reuses the route cached at connect()). The sends are queued on
+  one io_uring per process and submitted 64 at a time (uring.c, fanout_ring.c: one syscall
+  instead of one per consumer), where the kernel allows io_uring and HOINGHI_URING is not 0;
+  else each is a syscall. A full socket buffer or any send error drops that one packet and is
+  counted (`errors`), never raised. The module's loading and process-wide switches: native.py.
 - Python path: the loop `Producer._fanout` has always run, kept as the fallback and selected by
   the same tests. Used when the module was not built, when `HOINGHI_FASTPATH=0`, and inside a C
   group for the odd consumer the C path cannot address (no socket yet, a scoped IPv6 address).
@@ -32,108 +35,47 @@ import contextlib
 import functools
 import os
 import socket
-import struct
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pylibsrtp._binding import ffi as _srtp_ffi
-from pylibsrtp._binding import lib as _srtp_lib
 
 from sfu.adapters.aiortc_tap import BUF, BUF_VIEW, LENP, srtp_protect
 from sfu.core.rtp import HEADER
+from sfu.fastpath.native import (  # noqa: F401  (re-exported: the package's interface)
+    _ENTRY_SIZE,
+    _PKTS,
+    _PKTS_VIEW,
+    _PROTECT,
+    AVAILABLE,
+    COMPILED,
+    DISABLED,
+    GSO_DEFAULT,
+    MAX_BATCH,
+    MAX_PACKET,
+    URING_DEFAULT,
+    _ffi,
+    _fp_send,
+    _fp_send_batch,
+    _lib,
+    _pack_pkt,
+    _protect_is_libsrtp2,
+    gso_counters,
+    gso_enabled,
+    reason,
+    set_gso,
+    set_uring,
+    uring_counters,
+)
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
 
-try:
-    from sfu.fastpath import _fanout  # type: ignore[attr-defined]
-except ImportError:  # not built: no compiler at install, or a non-POSIX platform
-    _fanout = None
-
 _pack_into = HEADER.pack_into
-
-
-def _protect_is_libsrtp2() -> bool:
-    # libsrtp 3 changed srtp_protect to (ctx, in, in_len, out, out_len*, mki): calling that
-    # through the libsrtp 2 pointer type would corrupt memory, so check before ever doing it.
-    t = _srtp_ffi.typeof(_srtp_lib.srtp_protect)
-    return [a.cname for a in t.args][1:] == ["void *", "int *"]
-
-
-COMPILED: bool = _fanout is not None
-"""The C module was built and imports."""
-DISABLED: bool = os.environ.get("HOINGHI_FASTPATH", "1").strip() == "0"
-"""HOINGHI_FASTPATH=0: groups use the Python path unless asked for C explicitly."""
-AVAILABLE: bool = COMPILED and _protect_is_libsrtp2() and not DISABLED
-"""New groups use the C path by default."""
-
-GSO_DEFAULT: bool = os.environ.get("HOINGHI_GSO", "1").strip() != "0"
-"""UDP GSO for runs of equal-sized packets (fanout.c) unless HOINGHI_GSO=0."""
-
-if COMPILED and _protect_is_libsrtp2():
-    _ffi, _lib = _fanout.ffi, _fanout.lib
-    _fp_send = _lib.fp_send
-    _fp_send_batch = _lib.fp_send_batch
-    # UDP GSO for a subscriber's runs of equal-sized packets (fanout.c); HOINGHI_GSO=0: off.
-    _lib.fp_set_gso(int(GSO_DEFAULT))
-    _GSO_OUT = _ffi.new("uint64_t[3]")
-    _PROTECT: int = int(_srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect")))
-    MAX_PACKET: int = _lib.fp_max_packet()
-    MAX_BATCH: int = _lib.fp_max_batch()
-    # The batch's packet descriptors, packed by struct into one C array (fp_pkt in fanout.c).
-    _PKTS = _ffi.new("fp_pkt[]", MAX_BATCH)
-    _PKTS_VIEW = _ffi.buffer(_PKTS)
-    _ENTRY_SIZE: int = _ffi.sizeof("fp_entry")
-else:
-    _ffi = _lib = _fp_send = _fp_send_batch = None
-    _PROTECT = 0
-    MAX_PACKET = 2048 - 144  # same bound as fanout.c: the buffer less libsrtp's max trailer
-    MAX_BATCH = 32
-    _PKTS = _PKTS_VIEW = _GSO_OUT = None
-    _ENTRY_SIZE = 0
-_pack_pkt = struct.Struct("=IIBBHI").pack_into  # fp_pkt: off, len, b0, mark, seq, ts
 
 Batch = list[tuple[bytes, int, int, int, int]]
 """Packets for one group, in order: (tail, b0, mark, seq, ts) each, as `send` takes them."""
-
-
-def set_gso(on: bool) -> bool:
-    """Process-wide GSO switch (benchmarks' A/B); returns whether GSO is on now (never where
-    the C path is not built or the kernel headers lacked UDP_SEGMENT)."""
-    if _lib is None:
-        return False
-    _lib.fp_set_gso(int(on))
-    return gso_enabled()
-
-
-def gso_enabled() -> bool:
-    """Whether the C path sends runs as GSO messages now."""
-    return _lib is not None and bool(_lib.fp_gso_stats(_GSO_OUT))
-
-
-def gso_counters() -> dict[str, int]:
-    """Process-wide: GSO messages the C path sent, the packets they carried, and the paths
-    that refused GSO (sent plain from then on). Zeros when GSO is off or the C path is not
-    built."""
-    if _lib is None:
-        return dict.fromkeys(_GSO_KEYS, 0)
-    _lib.fp_gso_stats(_GSO_OUT)
-    return {key: int(_GSO_OUT[i]) for i, key in enumerate(_GSO_KEYS)}
-
-
-_GSO_KEYS = ("fanout_gso_messages", "fanout_gso_packets", "fanout_gso_refused")
-
-
-def reason() -> str:
-    """Why the C path is or is not the default, for logs and /stats."""
-    if not COMPILED:
-        return "C helper not built (no compiler at install?): pure-Python fan-out"
-    if not _protect_is_libsrtp2():
-        return "pylibsrtp's srtp_protect is not libsrtp 2's: pure-Python fan-out"
-    if DISABLED:
-        return "HOINGHI_FASTPATH=0: pure-Python fan-out"
-    return "C fan-out helper"
 
 
 # ------------------------------------------------------------------------------ sockets

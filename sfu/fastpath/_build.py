@@ -20,7 +20,8 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 MODULE = "sfu.fastpath._fanout"
-SOURCES = (HERE / "fanout.c", HERE / "ingress.c")  # one module, in this order
+SOURCES = tuple(HERE / name for name in (
+    "uring.c", "fanout.c", "fanout_ring.c", "ingress.c"))  # one module, in this order
 
 # What Python sees of fanout.c. `...;` lets the compiler place the fields (and hides the
 # sockaddr union, which only C touches).
@@ -61,6 +62,9 @@ int fp_max_batch(void);
 int fp_max_packet(void);
 void fp_set_gso(int on);
 int fp_gso_stats(uint64_t *out);
+void fp_set_uring(int on);
+int fp_uring_up(void);
+int fp_uring_stats(int64_t *out);
 
 typedef struct {
     uint32_t kind, off, len, a, b, c, d, e;

@@ -144,8 +144,65 @@ static int fp_prepare(fp_entry *e, int n)
     return ok;
 }
 
-/* Sends one packet to every entry; returns how many were handed to the kernel. b0 is the
- * first header byte as it leaves (version, padding and extension bits), mark is 0 or 0x80. */
+/* Writes the consumer's packet into buf: its 12-byte header, the tail, SRTP protection in place.
+ * Returns the protected length, or -1 with the failure counted in the entry. b0 is the first
+ * header byte as it leaves (version, padding and extension bits), mark is 0 or 0x80. */
+static int fp_build(unsigned char *buf, fp_entry *c, unsigned int b0, unsigned int mark,
+                    unsigned int seq, uint32_t ts, const char *tail, size_t tail_len,
+                    fp_protect_fn protect)
+{
+    uint16_t s = (uint16_t)(seq + c->seq_off);
+    uint32_t t = ts + c->ts_off;
+    uint32_t ssrc = c->ssrc;
+    int l = (int)(12 + tail_len);
+    int rc;
+
+    if (12 + tail_len > FP_MAX_PACKET) {
+        c->errors++;
+        c->last_errno = EMSGSIZE;
+        return -1;
+    }
+    buf[0] = (unsigned char)b0;
+    buf[1] = (unsigned char)((mark & 0x80) | (c->pt & 0x7F));
+    buf[2] = (unsigned char)(s >> 8);
+    buf[3] = (unsigned char)s;
+    buf[4] = (unsigned char)(t >> 24);
+    buf[5] = (unsigned char)(t >> 16);
+    buf[6] = (unsigned char)(t >> 8);
+    buf[7] = (unsigned char)t;
+    buf[8] = (unsigned char)(ssrc >> 24);
+    buf[9] = (unsigned char)(ssrc >> 16);
+    buf[10] = (unsigned char)(ssrc >> 8);
+    buf[11] = (unsigned char)ssrc;
+    memcpy(buf + 12, tail, tail_len);
+    rc = protect((void *)(uintptr_t)c->ctx, buf, &l);
+    if (rc != 0) {
+        c->errors++;
+        c->last_errno = -rc;
+        return -1;
+    }
+    return l;
+}
+
+/* One packet of a batch: its tail lies at blob + off (len bytes). Layout fixed (16 bytes, no
+ * padding) because Python packs it with struct "=IIBBHI" (sfu/fastpath/__init__.py). */
+typedef struct {
+    uint32_t off;
+    uint32_t len;
+    uint8_t b0;
+    uint8_t mark;
+    uint16_t seq;
+    uint32_t ts;
+} fp_pkt;
+_Static_assert(sizeof(fp_pkt) == 16, "fp_pkt must match struct '=IIBBHI' in Python");
+
+/* The same sends queued on the process's io_uring (fanout_ring.c), where it is up. */
+static int fp_send_ring(fp_entry *e, int n, const char *tail, size_t tail_len, unsigned int b0,
+                        unsigned int mark, unsigned int seq, uint32_t ts, fp_protect_fn protect);
+static int fp_send_batch_ring(fp_entry *e, int n, const fp_pkt *pk, int k, const char *blob,
+                              fp_protect_fn protect);
+
+/* Sends one packet to every entry; returns how many were handed to the kernel. */
 static int fp_send(fp_entry *e, int n, const char *tail, size_t tail_len, unsigned int b0,
                    unsigned int mark, unsigned int seq, uint32_t ts, uintptr_t protect_addr)
 {
@@ -157,48 +214,22 @@ static int fp_send(fp_entry *e, int n, const char *tail, size_t tail_len, unsign
         unsigned char b[FP_BUF_SIZE];
     } scratch;
     unsigned char *buf = scratch.b;
-    size_t len = 12 + tail_len;
     int sent = 0;
 
-    if (len > FP_MAX_PACKET) {
-        for (int i = 0; i < n; i++) {
-            e[i].errors++;
-            e[i].last_errno = EMSGSIZE;
-        }
-        return 0;
-    }
+    if (fp_ring_up())
+        return fp_send_ring(e, n, tail, tail_len, b0, mark, seq, ts, protect);
     for (int i = 0; i < n; i++) {
         fp_entry *c = &e[i];
-        uint16_t s = (uint16_t)(seq + c->seq_off);
-        uint32_t t = ts + c->ts_off;
-        uint32_t ssrc = c->ssrc;
-        int l = (int)len;
-        int rc;
+        int l;
         ssize_t r;
 
         if (c->addrlen == 0) {
             c->errors++;
             continue;
         }
-        buf[0] = (unsigned char)b0;
-        buf[1] = (unsigned char)((mark & 0x80) | (c->pt & 0x7F));
-        buf[2] = (unsigned char)(s >> 8);
-        buf[3] = (unsigned char)s;
-        buf[4] = (unsigned char)(t >> 24);
-        buf[5] = (unsigned char)(t >> 16);
-        buf[6] = (unsigned char)(t >> 8);
-        buf[7] = (unsigned char)t;
-        buf[8] = (unsigned char)(ssrc >> 24);
-        buf[9] = (unsigned char)(ssrc >> 16);
-        buf[10] = (unsigned char)(ssrc >> 8);
-        buf[11] = (unsigned char)ssrc;
-        memcpy(buf + 12, tail, tail_len);
-        rc = protect((void *)(uintptr_t)c->ctx, buf, &l);
-        if (rc != 0) {
-            c->errors++;
-            c->last_errno = -rc;
+        l = fp_build(buf, c, b0, mark, seq, ts, tail, tail_len, protect);
+        if (l < 0)
             continue;
-        }
         /* Never block the event loop: a full socket buffer drops this one packet, as a
          * congested network would; RTP recovers (NACK, next frame). */
         do {
@@ -237,17 +268,6 @@ static int fp_sendmmsg(int fd, struct mmsghdr *m, int cnt)
 }
 #endif
 
-/* One packet of a batch: its tail lies at blob + off (len bytes). Layout fixed (16 bytes, no
- * padding) because Python packs it with struct "=IIBBHI" (sfu/fastpath/__init__.py). */
-typedef struct {
-    uint32_t off;
-    uint32_t len;
-    uint8_t b0;
-    uint8_t mark;
-    uint16_t seq;
-    uint32_t ts;
-} fp_pkt;
-_Static_assert(sizeof(fp_pkt) == 16, "fp_pkt must match struct '=IIBBHI' in Python");
 
 #define FP_MAX_BATCH 32
 
@@ -348,6 +368,8 @@ static int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char
 
     if (k > FP_MAX_BATCH)
         k = FP_MAX_BATCH;
+    if (fp_ring_up())
+        return fp_send_batch_ring(e, n, pk, k, blob, protect);
     for (int i = 0; i < n; i++) {
         fp_entry *c = &e[i];
         int cnt = 0, off = 0, nmsg, gso;
@@ -358,38 +380,11 @@ static int fp_send_batch(fp_entry *e, int n, const fp_pkt *pk, int k, const char
         }
         for (int j = 0; j < k; j++) {
             const fp_pkt *p = &pk[j];
-            unsigned char *buf = bufs[cnt];
-            size_t len = 12 + (size_t)p->len;
-            uint16_t s = (uint16_t)(p->seq + c->seq_off);
-            uint32_t t = p->ts + c->ts_off;
-            int l = (int)len;
-            int rc;
-
-            if (len > FP_MAX_PACKET) {
-                c->errors++;
-                c->last_errno = EMSGSIZE;
+            int l = fp_build(bufs[cnt], c, p->b0, p->mark, p->seq, p->ts, blob + p->off, p->len,
+                             protect);
+            if (l < 0)
                 continue;
-            }
-            buf[0] = p->b0;
-            buf[1] = (unsigned char)((p->mark & 0x80) | (c->pt & 0x7F));
-            buf[2] = (unsigned char)(s >> 8);
-            buf[3] = (unsigned char)s;
-            buf[4] = (unsigned char)(t >> 24);
-            buf[5] = (unsigned char)(t >> 16);
-            buf[6] = (unsigned char)(t >> 8);
-            buf[7] = (unsigned char)t;
-            buf[8] = (unsigned char)(c->ssrc >> 24);
-            buf[9] = (unsigned char)(c->ssrc >> 16);
-            buf[10] = (unsigned char)(c->ssrc >> 8);
-            buf[11] = (unsigned char)c->ssrc;
-            memcpy(buf + 12, blob + p->off, p->len);
-            rc = protect((void *)(uintptr_t)c->ctx, buf, &l);
-            if (rc != 0) {
-                c->errors++;
-                c->last_errno = -rc;
-                continue;
-            }
-            iov[cnt].iov_base = buf;
+            iov[cnt].iov_base = bufs[cnt];
             iov[cnt].iov_len = (size_t)l;
             cnt++;
         }

@@ -20,6 +20,10 @@ import pytest
 
 from bench.janus import janus_available
 from bench.scale import ScaleOptions, run_scale
+from sfu import fastpath
+
+URING_OK = fastpath.set_uring(True)  # this kernel lets a process use io_uring
+fastpath.set_uring(fastpath.URING_DEFAULT)
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +71,13 @@ def test_forward_hoinghi(tmp_path: Path) -> None:
     check_run(lines[0], "hoinghi")
     expected = {"server": cpus[:1], "load": cpus[1:]} if pin else None
     assert lines[0]["placement"] == expected
+    # The server's sends went through its io_uring, each syscall carrying both subscribers'
+    # (and a frame's messages); where the kernel refuses io_uring, plain syscalls: None.
+    per_enter = lines[0]["fanout_sends_per_uring_enter"]
+    if fastpath.AVAILABLE and fastpath.URING_DEFAULT and URING_OK:
+        assert per_enter is not None and per_enter >= 1.9, lines[0]
+    else:
+        assert per_enter is None, lines[0]
 
 
 @pytest.mark.skipif(not janus_available() or shutil.which("gcc") is None,

@@ -11,6 +11,9 @@ from sfu import fastpath
 
 async def test_every_case_forwards_to_every_consumer() -> None:
     before, gso_before = fastpath.gso_counters(), fastpath.gso_enabled()
+    ring_before = fastpath.uring_counters()["fanout_uring_sends"]
+    ring_ok = fastpath.set_uring(True)
+    fastpath.set_uring(fastpath.URING_DEFAULT)
     # bench() raises when a round forwarded fewer packets than packets x consumers.
     lines = await bench(3, rounds=1, sends=240)
     cases = {line["case"]: line for line in lines}
@@ -18,7 +21,15 @@ async def test_every_case_forwards_to_every_consumer() -> None:
     if fastpath.COMPILED:
         expected |= {"c-fanout", "c-fanout-connected", f"c-fanout-frame{FRAME}",
                      f"c-fanout-frame{FRAME}-connected", f"c-fanout-frame{FRAME}-nogso"}
+    if fastpath.COMPILED and ring_ok:  # the io_uring's A/B: the same sends as syscalls
+        expected |= {"c-fanout-connected-syscalls", f"c-fanout-frame{FRAME}-connected-syscalls"}
+        assert cases["c-fanout-connected"]["sends"] == "io_uring"
+        assert cases["c-fanout-connected-syscalls"]["sends"] == "syscalls"
+        # The ring cases' sends went through it: at least one round's worth, warm-up aside.
+        ring_sent = fastpath.uring_counters()["fanout_uring_sends"] - ring_before
+        assert ring_sent >= cases["c-fanout-connected"]["forwarded_per_round"]
     assert set(cases) == expected
+    assert fastpath.set_uring(fastpath.URING_DEFAULT) == (ring_ok and fastpath.URING_DEFAULT)
     for line in lines:
         assert line["forwarded_per_round"] == line["packets"] * 3
         assert line["packets"] % FRAME == 0 and line["us_per_pkt"] > 0

@@ -34,6 +34,7 @@ def gso() -> tuple[int, int]:
     return counters["fanout_gso_messages"], counters["fanout_gso_packets"]
 
 
+@pytest.mark.usefixtures("sends")
 async def test_runs_of_equal_packets_leave_as_gso_and_arrive_one_by_one() -> None:
     peers = [await make_peer(i) for i in range(2)]
     try:
@@ -53,6 +54,7 @@ async def test_runs_of_equal_packets_leave_as_gso_and_arrive_one_by_one() -> Non
         close_all(peers)
 
 
+@pytest.mark.usefixtures("sends")
 async def test_a_path_that_refuses_gso_gets_the_same_datagrams_one_by_one() -> None:
     peers = [await make_peer(i) for i in range(2)]
     try:

@@ -17,7 +17,6 @@ from sfu.producer import Producer, Source
 from sfu.router import TrackInfo
 from tests.unit.test_fastpath import (
     HDR,
-    PATHS,
     Peer,
     check,
     close_all,
@@ -33,7 +32,6 @@ def sent_to(peers: list[Peer], tail: bytes, seq: int) -> None:
         assert p.nothing_waiting()
 
 
-@pytest.mark.parametrize("native", PATHS)
 async def test_members_join_and_leave_one_at_a_time(native: bool) -> None:
     peers = [await make_peer(i) for i in range(12)]
     plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -76,6 +74,7 @@ async def test_members_join_and_leave_one_at_a_time(native: bool) -> None:
 
 
 @pytest.mark.skipif(not fastpath.COMPILED, reason=fastpath.reason())
+@pytest.mark.usefixtures("sends")
 async def test_a_leaver_keeps_its_send_errors_counted() -> None:
     peers = [await make_peer(i) for i in range(3)]
     try:

@@ -29,6 +29,7 @@ def connect(p: Peer, addr: tuple[str, int]) -> None:
 
 
 @pytest.mark.skipif(not fastpath.COMPILED, reason=fastpath.reason())
+@pytest.mark.usefixtures("sends")
 async def test_a_socket_connected_to_its_consumer_is_sent_to_without_an_address() -> None:
     peers = [await make_peer(i) for i in range(3)]
     stranger = receiver()
@@ -66,6 +67,7 @@ async def test_a_socket_connected_to_its_consumer_is_sent_to_without_an_address(
 
 
 @pytest.mark.skipif(not fastpath.COMPILED, reason=fastpath.reason())
+@pytest.mark.usefixtures("sends")
 async def test_a_relayed_pair_goes_through_python() -> None:
     # A server configured with a TURN server may nominate a relayed candidate: aioice's
     # TurnTransport has get_extra_info but no socket (nor is_closing). It used to raise here.

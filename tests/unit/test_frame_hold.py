@@ -21,7 +21,7 @@ from sfu.config import SfuConfig
 from sfu.producer import Producer, Source
 from sfu.router import TrackInfo
 from sfu.transports.webrtc import MediaCounters, PublisherConnection
-from tests.unit.test_fastpath import PATHS, VP8_DELTA, VP8_KEY, Peer, close_all, make_peer, rtp
+from tests.unit.test_fastpath import VP8_DELTA, VP8_KEY, Peer, close_all, make_peer, rtp
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +55,6 @@ def seqs(peer: Peer, n: int) -> list[int]:
     return [int.from_bytes(peer.receive()[2:4], "big") for _ in range(n)]
 
 
-@pytest.mark.parametrize("native", PATHS)
 async def test_a_frame_waits_for_its_last_packet_and_leaves_in_one_round(
         native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastpath, "AVAILABLE", native)
