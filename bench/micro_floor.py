@@ -11,8 +11,10 @@ a time after the server is done): `server_ms_per_bridge` (the turn's control, th
 subscription syncs, the offers made and the answers applied, divided by all subscribers),
 `client_ms_per_bridge` (applying an offer and answering it, for scale), `offers` and `remaps`
 (subscribers sent a new SDP offer, or only the `remap` of their sections: docs/signaling.md).
-The first turn adds the floor's two sections to every bridge: it always needs offers. One
-JSON line per turn on stdout.
+Every bridge's first offer opens the floor's audio and video sections empty (rooms/manager.py
+FLOOR_SLOTS), so the first turn is remaps too; the `"phase": "join"` line is what the bridges'
+joins, their first offers and the answers cost the server, per bridge. One JSON line for the
+joins, then one per turn, on stdout.
 
 Real parts: RoomManager, Router, RoomControl, aiortc on both sides (no ICE or DTLS needs to
 complete: what is measured is the signaling). The room's tracks are fed as a cascade edge's
@@ -104,6 +106,7 @@ async def bench(n: int, turns: int) -> list[dict[str, Any]]:
         for b in (chair, *speakers):
             await mgr.join(b, lambda snap: None)
             await mgr.announce_published(b, publish_tracks(mgr, b.participant.id, rng))
+        t0 = time.process_time()
         for i in range(n):
             b = Bridge(f"c{i}")
             bridges.append(b)
@@ -111,8 +114,12 @@ async def bench(n: int, turns: int) -> list[dict[str, Any]]:
             await mgr.auto_subscribe_joined(b)
         everyone = list(bridges)
         await _settle()
-        await answer_all(mgr, everyone)
-        out = []
+        joins = time.process_time() - t0
+        server, client, offers = await answer_all(mgr, everyone)
+        out = [{"bench": "micro_floor", "phase": "join", "bridges": n, "turn": None,
+                "offers": offers, "remaps": sum(b.remaps for b in everyone),
+                "server_ms_per_bridge": round(1000 * (joins + server) / n, 3),
+                "client_ms_per_bridge": round(1000 * client / max(offers, 1), 3)}]
         for turn in range(turns):
             remaps = sum(b.remaps for b in everyone)
             target = speakers[turn % len(speakers)].participant.id
@@ -122,7 +129,8 @@ async def bench(n: int, turns: int) -> list[dict[str, Any]]:
             syncs = time.process_time() - t0
             server, client, offers = await answer_all(mgr, everyone)
             subs = len(everyone) - 1
-            out.append({"bench": "micro_floor", "bridges": n, "turn": turn, "offers": offers,
+            out.append({"bench": "micro_floor", "phase": "turn", "bridges": n, "turn": turn,
+                        "offers": offers,
                         "remaps": sum(b.remaps for b in everyone) - remaps,
                         "server_ms_per_bridge": round(1000 * (syncs + server) / subs, 3),
                         "client_ms_per_bridge": round(1000 * client / max(offers, 1), 3)})

@@ -34,6 +34,8 @@ from signaling import messages as m
 from signaling.errors import CLOSE_REPLACED, NotJoined, Removed, Replaced, RoomFull
 
 logger = logging.getLogger(__name__)
+# The sections a conference bridge's subscriber connection opens empty (sfu/slots.py `spare`).
+FLOOR_SLOTS = (("audio", "opus"), ("video", "VP8"))
 
 RouterFactory = Callable[[str, SfuConfig, SendOffer], Router]
 
@@ -434,6 +436,11 @@ class RoomManager:
             last_n=self.last_n if last_n is None else int(last_n), last_n_max=self.last_n_max,
             subscribe_by_plan=is_conference(room),
         )  # fmt: skip
+        if is_conference(room):
+            # Every bridge's first offer opens a floor audio and video section with nothing in
+            # them: the first floor turn fills them by `remap`, not 3,356 offers at once. VP8:
+            # what browsers and our client send (an H264 floor gets its sections by offer).
+            router.spare_slots = FLOOR_SLOTS
         live = self._rooms[room.id] = _LiveRoom(router, control, audience, peers)
         router.on_subscribers_lost = functools.partial(self._subscribers_lost, peers)
         return live

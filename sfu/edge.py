@@ -11,6 +11,7 @@ Messages (JSON objects, `op` names the action; `id`, when present, asks for a `r
   hello {pipe_port}                   -> {pipe_port} (the edge's pipe socket)
   track {no, generation, track, clock_rate, level_id}
   remove {pid}                        a participant left: its tracks and its subscriber go
+  spares {slots: [[kind, codec]...]}  slots a subscriber's first offer opens empty (Router)
   audio {pid, allowed}                floor control's audio gate
   video_from {pid, publishers|null}   Last-N
   subs {pid, add, remove}             (id) change what a subscriber is sent; an offer follows
@@ -73,6 +74,9 @@ class EdgeRoom:
         if op == "track":
             self._add_track(msg)
             return _done({})  # the home pipes the track's packets once this is answered
+        if op == "spares":
+            self.router.spare_slots = _spares(msg.get("slots"))
+            return None
         if op == "audio":
             self.router.set_audio_allowed(_str(msg, "pid"), bool(msg.get("allowed")))
             return None
@@ -237,3 +241,10 @@ def _strs(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise EdgeError("expected a list of strings")
     return list(value)
+
+
+def _spares(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not all(
+            len(_strs(v)) == 2 and v[0] in ("audio", "video") for v in value):
+        raise EdgeError("spares: expected [[kind, codec], ...]")
+    return tuple((v[0], v[1]) for v in value)

@@ -95,6 +95,9 @@ class Router:
         self.subscribers: dict[str, SubscriberConnection] = {}
         self.counters = MediaCounters()
         self.offers = self.remaps = 0  # subscriber offers sent, and remaps sent instead
+        # (kind, codec) of the slots a subscriber connection's first offer opens with nothing
+        # in them yet (sfu/slots.py `spare`): a conference's floor audio and video.
+        self.spare_slots: tuple[tuple[str, str], ...] = ()
         self._locks: dict[str, asyncio.Lock] = {}
         # Conference control (floor, Last-N) tells the router what to forward, never decides.
         self._audio_blocked: set[str] = set()  # participants whose audio is not forwarded
@@ -237,6 +240,7 @@ class Router:
         sub = self.subscribers.get(participant_id)
         if sub is None and not add:
             return
+        first = sub is None
         sub = sub or self._subscriber(participant_id)
         changed = False
         for track_id in remove:
@@ -253,6 +257,9 @@ class Router:
                 c.paused = paused
                 slots.add(sub, producer, c, self._consumer_ready)
             changed = True
+        if first:  # after the tracks asked for, which must not take them
+            for kind, codec in self.spare_slots:
+                slots.spare(sub, kind, codec, self._rng, self._consumer_ready)
         # A new slot is one the last offer did not open: `reopened` covers it.
         if changed and (sub.awaiting_answer or slots.reopened(sub)):
             await self._negotiate(sub)

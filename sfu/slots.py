@@ -11,6 +11,7 @@ most tracks it was sent at once, not every track it was ever sent.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from aiortc import RTCRtpSender
 
 from sfu.adapters import aiortc_tap as tap
+from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.producer import Producer
 from sfu.transports.webrtc import SubscriberConnection
@@ -42,6 +44,37 @@ def add(sub: SubscriberConnection, producer: Producer, c: Consumer,
     tap.claim_sender(tr, sub.slot_ready(c, tr, on_ready))
     sub.consumers[producer.track.id] = c
     sub.transceivers[producer.track.id] = tr
+
+
+def spare(sub: SubscriberConnection, kind: str, codec: str, rng: random.Random,
+          on_ready: Callable[[Consumer], None]) -> None:
+    """A slot opened before any track needs it, free from the start: the first track of its
+    kind and codec takes it without an offer (a conference's floor audio and video: the first
+    floor turn is then a `remap` on every bridge, not an offer to each)."""
+    placeholder = _placeholder(kind, codec)
+    c = Consumer(placeholder, sub.participant_id, rng)
+    tr = sub.pc.addTransceiver(kind, direction="sendonly")
+    _prefer_codec(tr, placeholder)
+    tap.claim_receiver(tr)
+    tap.claim_sender(tr, sub.slot_ready(c, tr, on_ready))
+    sub.free.append(FreeSlot(tr, c, kind, codec, 0, 0))
+
+
+_placeholders: dict[tuple[str, str], Producer] = {}
+
+
+def _placeholder(kind: str, codec: str) -> Producer:
+    """What a spare slot's consumer points at until a track takes the slot: a producer of that
+    kind and codec in no room (no source, never any consumer; a PLI or NACK from the
+    subscriber for the empty section reaches it and does nothing). One per kind and codec."""
+    p = _placeholders.get((kind, codec))
+    if p is None:
+        from sfu.router import TrackInfo  # (the router imports this module)
+
+        info = TrackInfo("", "", kind, "", codec)
+        p = _placeholders[kind, codec] = Producer(
+            info, 48000 if kind == "audio" else 90000, SfuConfig(), random.Random(0))
+    return p
 
 
 def free(sub: SubscriberConnection, track_id: str) -> bool:

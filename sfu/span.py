@@ -207,6 +207,8 @@ class SpanningRouter(Router):
                                        self.peers.token(self.room_id), self._pipe.port)
             self.links[index] = link
             link.start(self._send_offer)
+            if self.spare_slots:  # before any subscriber's first offer there
+                link.send({"op": "spares", "slots": [list(s) for s in self.spare_slots]})
             for audio_off in self._audio_blocked:
                 link.send({"op": "audio", "pid": audio_off, "allowed": False})
             await asyncio.gather(*(self._pipe_track(link, p)

@@ -6,6 +6,7 @@ If an upgrade moves any of these, this file fails first and says which one.
 from __future__ import annotations
 
 import inspect
+import re
 from asyncio.selector_events import BaseSelectorEventLoop
 
 import aioice.ice
@@ -70,6 +71,32 @@ def test_install_rebinds_and_is_idempotent() -> None:
     assert pcm.RTCDtlsTransport is tap.TapDtlsTransport
     assert pcm.RTCRtpReceiver is tap.TapRtpReceiver
     assert pcm.RTCRtpSender is tap.TapRtpSender
+
+
+def test_receivers_make_their_bandwidth_estimator_on_first_use() -> None:
+    # aiortc looks the estimator up in its module when a video receiver is made, and only
+    # ever calls its add(): the lazy one stands in for it there.
+    import aiortc.rtcrtpreceiver as rm
+    from aiortc.rate import RemoteBitrateEstimator
+
+    assert "RemoteBitrateEstimator()" in inspect.getsource(RTCRtpReceiver.__init__)
+    uses = re.findall(r"__remote_bitrate_estimator\.(\w+)", inspect.getsource(RTCRtpReceiver))
+    assert uses and set(uses) == {"add"}
+    tap.install()
+    assert rm.RemoteBitrateEstimator is tap.LazyBitrateEstimator
+    lazy, real = tap.LazyBitrateEstimator(), RemoteBitrateEstimator()
+    assert lazy.real is None  # nothing built until a packet comes
+    # Then it estimates exactly as aiortc's: 10 s of 1,200-byte packets every 5 ms, which
+    # make it send REMB estimates (abs-send-time: 262.144 units per ms).
+    estimates = 0
+    for i in range(2000):
+        t = 1000 + 5 * i
+        args = {"arrival_time_ms": t, "abs_send_time": (t * 262) & 0xFFFFFF,
+                "payload_size": 1200, "ssrc": 1234}
+        got = lazy.add(**args)
+        assert got == real.add(**args)
+        estimates += got is not None
+    assert estimates >= 10 and isinstance(lazy.real, RemoteBitrateEstimator)
 
 
 def test_set_ice_hosts_replaces_gathering() -> None:

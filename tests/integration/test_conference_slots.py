@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -62,9 +62,10 @@ async def test_auto_subscriber_gets_its_plan_and_a_floor_turn_reuses_its_section
         await until(lambda: planned("chair/microphone", "chair/camera", "b1/microphone",
                                     "b1/camera"), 20)
         assert sum(t.endswith("/microphone") for t in tracks()) == 2
-        assert _sections(viewer) == 5
-        assert len(viewer.subscriber.getTransceivers()) == 5  # type: ignore[union-attr]
-        video_mids = {mid for mid, t in viewer.mids.items() if t.endswith("/camera")}
+        # Its five tracks, and the floor's two spare sections every bridge opens with.
+        assert _sections(viewer) == 7
+        assert len(viewer.subscriber.getTransceivers()) == 7  # type: ignore[union-attr]
+        opened = {tr.mid for tr in viewer.subscriber.getTransceivers()}  # type: ignore[union-attr]
         other = next(t for t in tracks() if t not in ("chair/camera", "b1/camera")
                      and t.endswith("/camera"))
         rx = await receiver(viewer, "b1/camera")
@@ -80,10 +81,10 @@ async def test_auto_subscriber_gets_its_plan_and_a_floor_turn_reuses_its_section
                                     f"{target}/microphone", f"{target}/camera"), 20)
         assert "b1/microphone" not in tracks()
         assert _count(viewer, "offer") == offers and _count(viewer, "remap") >= 1
-        assert _sections(viewer) == 5
-        assert len(viewer.subscriber.getTransceivers()) == 5  # type: ignore[union-attr]
+        assert _sections(viewer) == 7
+        assert len(viewer.subscriber.getTransceivers()) == 7  # type: ignore[union-attr]
         mid = next(m for m, t in viewer.mids.items() if t == f"{target}/camera")
-        assert mid in video_mids  # a camera section reused, not a new one
+        assert mid in opened  # a section the first offer opened, not a new one
         rx = await receiver(viewer, f"{target}/camera")
         first = 10000 * int(target[1:])
 
@@ -93,6 +94,42 @@ async def test_auto_subscriber_gets_its_plan_and_a_floor_turn_reuses_its_section
         await until(shows_target, 20)
         assert rx.video.invalid == 0 and rx.video.regressions == 0, vars(rx.video)
         await rx.stop()
+
+
+async def test_the_first_floor_turn_is_a_remap_on_every_bridge(srv: ServerProcess) -> None:
+    # Bridges that joined before anyone had the floor: their first offer opened the floor's
+    # audio and video sections empty, so the first turn fills them without an offer.
+    room = "slots-2"
+    status, _ = await http(srv, "POST", "/api/rooms", srv.token(room, "chair", "chair"),
+                           {"room": room, "last_n": 0})
+    assert status == 201
+    async with contextlib.AsyncExitStack() as stack:
+        chair = await stack.enter_async_context(joined(srv, room, "chair", "chair"))
+        speaker = await stack.enter_async_context(joined(srv, room, "b1", "commune"))
+        await chair.publish(ToneAudioTrack(330), PatternVideoTrack(fps=10))
+        await speaker.publish(ToneAudioTrack(), PatternVideoTrack(fps=10, start=20000))
+        viewers = [await stack.enter_async_context(joined(srv, room, f"v{i}", "commune",
+                                                          auto=True)) for i in range(2)]
+        def sent(v: BridgeSession, *tracks: str) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return all(t in v.mids.values() for t in tracks)
+            return check
+
+        for v in viewers:
+            await until(sent(v, "chair/microphone", "chair/camera"), 20)
+            assert _sections(v) == 4 and _count(v, "offer") == 1
+        spares = [{tr.mid for tr in v.subscriber.getTransceivers()}  # type: ignore[union-attr]
+                  - set(v.mids) for v in viewers]
+        await doing_floor(chair, "b1")
+        for v, spare in zip(viewers, spares, strict=True):
+            await until(sent(v, "b1/microphone", "b1/camera"), 20)
+            assert _count(v, "offer") == 1 and _count(v, "remap") == 1
+            assert {m for m, t in v.mids.items() if t.startswith("b1/")} == spare
+            rx = await receiver(v, "b1/camera")
+            assert await asyncio.wait_for(rx.wait_frames(5), 20), vars(rx.video)
+            assert rx.video.invalid == 0 and rx.video.last is not None
+            assert rx.video.last >= 20000
+            await rx.stop()
 
 
 async def doing_floor(chair: BridgeSession, pid: str) -> None:

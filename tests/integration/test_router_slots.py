@@ -156,3 +156,33 @@ async def test_an_offer_only_where_the_sdp_must_change() -> None:
         assert v.got[-1] == "remap" and v.mids == {"0": "c/camera", "1": "a/microphone"}
         assert await asyncio.wait_for(_frames(v.rx["a/microphone"], 20), 10)
         assert v.sections == 2 and len(sub.pc.getTransceivers()) == 2
+
+
+async def test_spare_slots_make_the_first_floor_turn_a_remap() -> None:
+    """A conference's bridges open a floor audio and video section at their first offer, empty
+    (sfu/slots.py `spare`): the first floor turn moves the holder's tracks into them by a
+    remap, and they carry its media like any slot."""
+    async with harness() as h:
+        for pid, start in (("chair", 0), ("p1", 5000), ("p2", 9000)):
+            await h.publish(pid, start=start)
+        h.router.spare_slots = (("audio", "opus"), ("video", "VP8"))
+        v = Viewer(h, "viewer")
+        await v.change(["chair/microphone", "chair/camera"], [])
+        assert v.sections == 4 and sorted(v.mids.values()) == ["chair/camera", "chair/microphone"]
+        spare = {tr.mid for tr in v.pc.getTransceivers()} - set(v.mids)
+        assert len(spare) == 2
+        await v.change(["p1/microphone", "p1/camera"], [])  # the first floor turn
+        assert v.got == ["offer", "remap"] and v.sections == 4
+        assert {m for m, t in v.mids.items() if t.startswith("p1/")} == spare
+        rx = v.rx["p1/camera"]
+        assert await asyncio.wait_for(rx.wait_frames(10), 20), vars(rx.video)
+        assert rx.video.invalid == 0 and rx.video.last is not None and rx.video.last >= 5000
+        assert await asyncio.wait_for(_frames(v.rx["p1/microphone"], 20), 10)
+        # Only a connection's first offer opens spares: a later new section comes alone.
+        await v.change(["p2/camera"], [])
+        assert v.got[-1] == "offer" and v.sections == 5
+        # A room without spares opens none.
+        w = Viewer(h, "other")
+        h.router.spare_slots = ()
+        await w.change(["chair/camera"], [])
+        assert w.sections == 1

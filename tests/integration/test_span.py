@@ -28,6 +28,7 @@ from clients.media import PatternVideoTrack, ToneAudioTrack, TrackReceiver
 from clients.session import BridgeSession
 from signaling.span_routes import internal_token
 from tests.conftest import ServerProcess, running_server
+from tests.integration.test_control import http
 from tests.integration.test_workers import _get, _health, _until
 
 pytestmark = pytest.mark.integration
@@ -247,6 +248,51 @@ async def test_span_link_survives_bad_messages_and_stray_datagrams(
         assert (await call({"op": "track", "id": 8, "no": 1, "generation": 0,
                             "track": mislabelled, "clock_rate": 90000,
                             "level_id": 0}))["error"] == "bad_request"
+        for slots in ("x", [["audio"]], [[1, 2]], [["data", "x"]]):
+            assert (await call({"op": "spares", "id": 9, "slots": slots}))["error"] \
+                == "bad_request"
         # Still serving after all that.
         assert (await call({"op": "reset", "id": 7, "pid": "p"})) == {"op": "result", "id": 7}
     assert (await _health(front))["status"] == "ok"
+
+
+async def test_edge_subscribers_open_the_floor_sections_and_a_turn_is_a_remap(
+    front: ServerProcess,
+) -> None:
+    # A conference: every bridge's first offer opens the floor's audio and video sections
+    # empty, on the edge too (the home tells it: `spares`), so the first floor turn reaches
+    # the edge's bridges as a remap.
+    room = _room()
+    status, _ = await http(front, "POST", "/api/rooms", front.token(room, "chair", "chair"),
+                           {"room": room, "last_n": 0})
+    assert status == 201
+    chair = await _joined(front, room, "chair", "chair")
+    speaker = await _joined(front, room, "c0", "commune")  # the home's one subscriber
+    sessions = [chair, speaker]
+    try:
+        await chair.publish(ToneAudioTrack(), PatternVideoTrack())
+        await speaker.publish(ToneAudioTrack(), PatternVideoTrack(start=30000))
+        await _decodes(speaker)
+        for i in (1, 2):
+            sessions.append(await _joined(front, room, f"c{i}", "commune"))
+            await _decodes(sessions[-1])
+        home = await room_metric(front, "hoinghi_router_span_subscribers", room)
+        assert list(home.values()) == [2.0]  # c1 and c2 are the edge's
+        edge = sessions[2:]
+        for s in edge:
+            offers = [m["sdp"] for m in s.messages if m.get("type") == "offer"]
+            assert len(offers) == 1 and offers[0].count("\nm=") == 4  # chair's 2 + 2 spares
+        await chair.request({"type": "give_floor", "participant_id": "c0"})
+        for s in edge:
+            track = await s.wait_track("c0/camera", timeout=30)
+            rx = TrackReceiver(track, s.receiver_for("c0/camera")).start()
+            try:
+                assert await asyncio.wait_for(rx.wait_frames(5), 30), vars(rx.video)
+                assert rx.video.invalid == 0 and (rx.video.last or 0) >= 30000
+            finally:
+                await rx.stop()
+            assert [m["type"] for m in s.messages if m.get("type") in ("offer", "remap")] == [
+                "offer", "remap"]
+    finally:
+        for s in sessions:
+            await s.close()

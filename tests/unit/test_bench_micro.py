@@ -82,12 +82,16 @@ async def test_conference_bench_counts_what_a_publication_costs() -> None:
 async def test_floor_bench_measures_offers_then_remaps() -> None:
     from bench.micro_floor import bench as floor
 
-    lines = await floor(3, turns=3)
-    assert [x["turn"] for x in lines] == [0, 1, 2]
-    # The first turn opens the floor's two sections on every subscriber but the holder (the
-    # chair, 2 other speakers, 3 bridges): offers. Later turns move tracks through them:
-    # remaps, and at most one offer (the previous holder gets the floor's sections only now).
-    assert lines[0]["offers"] == 6 and lines[0]["remaps"] == 0
-    for later in lines[1:]:
-        assert later["offers"] <= 1 and later["remaps"] >= 5, later
+    join, *lines = await floor(3, turns=3)
+    assert join["phase"] == "join" and [x["turn"] for x in lines] == [0, 1, 2]
+    # The joins: one offer per subscriber (the chair, 2 speakers, 3 bridges; speakers and
+    # chair subscribe to one another as they join), opening the floor's two sections empty.
+    assert join["offers"] >= 6 and join["server_ms_per_bridge"] > 0
+    # So every turn, the first too, moves tracks through open sections: remaps. The first:
+    # to the 2 other speakers and the 3 bridges, and an offer to the chair, which had been
+    # sent nothing (last_n 0) and so had no connection yet. Later ones: to all 7 subscribers
+    # (the new holder stops receiving the old one), no offer.
+    assert (lines[0]["offers"], lines[0]["remaps"]) == (1, 5)
+    for turn in lines[1:]:
+        assert (turn["offers"], turn["remaps"]) == (0, 7), turn
     assert all(x["server_ms_per_bridge"] > 0 for x in lines)
