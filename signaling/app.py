@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 from rooms.manager import JoinSnapshot, RoomManager
 from rooms.memory import MemoryRoomStore
 from rooms.model import Participant
+from sfu import fastpath
 from sfu.router import Router
 from sfu.span import spanning_factory
 from signaling import api, span_routes
@@ -373,6 +374,7 @@ def create_app(config: SignalingConfig) -> Starlette:
         )
         hub = Hub(config=config, manager=manager, metrics=Metrics(), cluster=cluster)
         hub.metrics.watch(lambda: hub)
+        logger.info("media fan-out: %s; sends: %s", fastpath.reason(), fastpath.send_mode())
         hub_box.append(hub)
         app.state.hub = hub
         try:

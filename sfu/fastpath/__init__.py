@@ -64,8 +64,10 @@ from sfu.fastpath.native import (  # noqa: F401  (re-exported: the package's int
     gso_counters,
     gso_enabled,
     reason,
+    send_mode,
     set_gso,
     set_uring,
+    uring_available,
     uring_counters,
 )
 

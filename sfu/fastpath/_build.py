@@ -64,6 +64,7 @@ void fp_set_gso(int on);
 int fp_gso_stats(uint64_t *out);
 void fp_set_uring(int on);
 int fp_uring_up(void);
+int fp_uring_available(void);
 int fp_uring_stats(int64_t *out);
 
 typedef struct {

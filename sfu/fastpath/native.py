@@ -100,6 +100,12 @@ def set_uring(on: bool) -> bool:
     return bool(on and _lib.fp_uring_up())
 
 
+def uring_available() -> bool:
+    """Whether this process's kernel lets the C path send through an io_uring (the ring is
+    made if it was not yet; the switch is left as it is)."""
+    return _lib is not None and bool(_lib.fp_uring_available())
+
+
 def uring_counters() -> dict[str, int]:
     """Process-wide: the ring's state (1 up, 0 not made yet, -errno where the kernel refused
     it: sends are plain syscalls then), io_uring_enter() calls, the sends they carried, and
@@ -124,3 +130,15 @@ def reason() -> str:
     if DISABLED:
         return "HOINGHI_FASTPATH=0: pure-Python fan-out"
     return "C fan-out helper"
+
+
+def send_mode() -> str:
+    """How the C path hands datagrams to the kernel in this process, for the server's log."""
+    if _lib is None:
+        return "one syscall per send (Python path)"
+    if not uring_available():
+        err = -uring_counters()["fanout_uring_state"]
+        return f"one syscall per send: io_uring refused here ({os.strerror(err)})"
+    if not URING_DEFAULT:
+        return "one syscall per send: HOINGHI_URING=0"
+    return "io_uring, up to 64 sends per syscall"

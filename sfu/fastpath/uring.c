@@ -290,6 +290,17 @@ static int fp_uring_up(void)
     return fp_ring_up();
 }
 
+/* Whether this process can have the ring (made now if need be), whatever the switch says. */
+static int fp_uring_available(void)
+{
+    int wanted = fp_uring_wanted, up;
+
+    fp_uring_wanted = 1;
+    up = fp_ring_up();
+    fp_uring_wanted = wanted;
+    return up;
+}
+
 /* HOINGHI_URING=0 / set_uring(): off or on (where the kernel allows it). */
 static void fp_set_uring(int on)
 {

@@ -12,8 +12,7 @@ from sfu import fastpath
 # Whether this kernel lets the C path send through an io_uring (sfu/fastpath/uring.c); where
 # it does not (a seccomp profile, io_uring_disabled), the ring cases skip and the plain
 # syscalls are what runs.
-URING_OK = fastpath.set_uring(True)
-fastpath.set_uring(fastpath.URING_DEFAULT)
+URING_OK = fastpath.uring_available()
 _NEEDS_C = pytest.mark.skipif(not fastpath.COMPILED, reason=fastpath.reason())
 _NEEDS_RING = pytest.mark.skipif(not URING_OK, reason="io_uring refused on this machine")
 

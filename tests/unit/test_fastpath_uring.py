@@ -16,11 +16,10 @@ import textwrap
 import pytest
 
 from sfu import fastpath
-from tests.unit.conftest import URING_OK
 from tests.unit.test_fastpath import REPO, check, close_all, make_peer, packet_tail
 from tests.unit.test_fastpath_gso import sized
 
-pytestmark = pytest.mark.skipif(not (fastpath.AVAILABLE and URING_OK),
+pytestmark = pytest.mark.skipif(not (fastpath.AVAILABLE and fastpath.uring_available()),
                                 reason="needs the C path and a kernel that allows io_uring")
 
 DEPTH = 64  # FP_RING_DEPTH in uring.c: sends per io_uring_enter()
@@ -111,7 +110,9 @@ _REFUSED = textwrap.dedent("""
         for p in peers:
             check(p, p.receive(), 0x90, 0, 5, 6, tail)
         close_all(peers)
-        print(fastpath.set_uring(True), fastpath.uring_counters()["fanout_uring_state"])
+        print(fastpath.set_uring(True), fastpath.uring_available(),
+              fastpath.uring_counters()["fanout_uring_state"])
+        print(fastpath.send_mode())
 
     asyncio.run(main())
 """)
@@ -122,14 +123,20 @@ def test_where_io_uring_is_refused_the_sends_are_plain_syscalls() -> None:
     out = subprocess.run([sys.executable, "-c", _REFUSED], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["False", "-1"]  # -EPERM, and never tried again
+    first, mode = out.stdout.splitlines()
+    assert first.split() == ["False", "False", "-1"]  # -EPERM, and never tried again
+    assert mode == "one syscall per send: io_uring refused here (Operation not permitted)"
 
 
 @pytest.mark.parametrize(("env", "state"), [("0", 0), ("1", 1)])
 def test_hoinghi_uring_switches_it(env: str, state: int) -> None:
     # A send to no one still asks for the ring first: made unless HOINGHI_URING=0.
     code = ("import sfu.fastpath as f; f._lib.fp_send(f._ffi.NULL, 0, b'', 0, 0, 0, 0, 0, "
-            "f._PROTECT); print(f.URING_DEFAULT, f.uring_counters()['fanout_uring_state'])")
+            "f._PROTECT); print(f.URING_DEFAULT, f.uring_counters()['fanout_uring_state']); "
+            "print(f.send_mode())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "HOINGHI_URING": env}, cwd=REPO, check=True)
-    assert out.stdout.split() == [str(env == "1"), str(state)]
+    first, mode = out.stdout.splitlines()
+    assert first.split() == [str(env == "1"), str(state)]
+    assert mode == ("io_uring, up to 64 sends per syscall" if env == "1"
+                    else "one syscall per send: HOINGHI_URING=0")
