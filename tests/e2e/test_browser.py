@@ -265,8 +265,12 @@ async def test_floor_control(server: Any, pages: Any) -> None:
     assert await a.evaluate("() => window.hoinghi.presence().roster") == "featured"
     assert {p["id"] for p in await a.evaluate("() => window.hoinghi.participants()")} == {
         CHAIR, BRIDGE_A}
-    await wait_for(a, "() => document.querySelector('#others-count').textContent"
-                      ".startsWith('1 điểm cầu')")  # rendered after the presence (batched)
+    # Rendered after the presence (batched): one other bridge, B, unless B is already shown
+    # as the speaker (the server heard it first: the dominant speaker is featured).
+    await wait_for(a, """id => { const h = window.hoinghi;
+        const shown = h.floor().dominant === id && h.participants().some(p => p.id === id);
+        return document.querySelector('#others-count').textContent
+            .startsWith(shown ? '0 điểm cầu' : '1 điểm cầu'); }""", BRIDGE_B)
     await wait_for(chair, roster_has([BRIDGE_A, BRIDGE_B]), [BRIDGE_A, BRIDGE_B])
 
     await chair.click(f'#roster [data-participant-id="{BRIDGE_B}"]')
@@ -278,6 +282,9 @@ async def test_floor_control(server: Any, pages: Any) -> None:
                       ".includes('Tỉnh Quảng Ninh')")  # introduced by name
     await wait_frames_grow(a, f"{BRIDGE_B}/camera")  # the speaker is seen
     await b.locator("#floor-state[data-state='floor']").wait_for()
+    # B, holding the floor, counts one other bridge (A): itself is not subtracted twice.
+    await wait_for(b, "() => document.querySelector('#others-count').textContent"
+                      ".startsWith('1 điểm cầu')")
     await wait_for(chair, "id => window.hoinghi.roster().find(e => e.id === id).floor", BRIDGE_B)
     assert "Thu hồi" in await chair.text_content("#control-buttons [data-control='floor']")
 

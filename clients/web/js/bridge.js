@@ -103,9 +103,11 @@ function start(app) {
       badges(tile, p.id);
       if (grid.children[i] !== tile.el) grid.insertBefore(tile.el, grid.children[i] || null);
     });
-    // A conference's featured roster lists only some of the room: its count is the server's.
+    // A conference's featured roster lists only some of the room: its count is the server's,
+    // less ourselves, the chair and the speaker (when the speaker is us, once: we are out).
+    const otherSpeaker = speaker && speaker.id !== selfId ? 1 : 0;
     const total = Math.max(others.length,
-      conf.participantCount - 1 - (chair ? 1 : 0) - (speaker ? 1 : 0));
+      conf.participantCount - 1 - (chair ? 1 : 0) - otherSpeaker);
     $("#others-count").textContent = total > visible.length
       ? `${total} điểm cầu (hiển thị ${visible.length})` : `${total} điểm cầu`;
     shown = { chair: chair?.id || null, speaker: speaker?.id || (holder === selfId ? selfId : null),
