@@ -101,6 +101,14 @@ static int fp_ring_supports(int fd)
            && (probe.p.ops[IORING_OP_SENDMSG].flags & IO_URING_OP_SUPPORTED);
 }
 
+/* One of the ring's shared regions, or NULL. */
+static void *fp_ring_map(int fd, size_t len, long long offset)
+{
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, offset);
+
+    return m == MAP_FAILED ? NULL : m;
+}
+
 static int fp_ring_setup(void)
 {
     static int atfork_done;
@@ -134,28 +142,13 @@ static int fp_ring_setup(void)
             fp_ring.sq_len = fp_ring.cq_len;
         fp_ring.cq_len = fp_ring.sq_len;
     }
-    fp_ring.sq_map = mmap(NULL, fp_ring.sq_len, PROT_READ | PROT_WRITE,
-                          MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
-    if (fp_ring.sq_map == MAP_FAILED) {
-        fp_ring.sq_map = NULL;
-        fp_ring_close();
-        return -ENOMEM;
-    }
-    fp_ring.cq_map = fp_ring.sq_map;
-    if (!(p.features & IORING_FEAT_SINGLE_MMAP)) {
-        fp_ring.cq_map = mmap(NULL, fp_ring.cq_len, PROT_READ | PROT_WRITE,
-                              MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
-        if (fp_ring.cq_map == MAP_FAILED) {
-            fp_ring.cq_map = NULL;
-            fp_ring_close();
-            return -ENOMEM;
-        }
-    }
     fp_ring.sqe_len = p.sq_entries * sizeof(struct io_uring_sqe);
-    fp_ring.sqes = mmap(NULL, fp_ring.sqe_len, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
-    if (fp_ring.sqes == MAP_FAILED) {
-        fp_ring.sqes = NULL;
+    fp_ring.sq_map = fp_ring_map(fd, fp_ring.sq_len, IORING_OFF_SQ_RING);
+    fp_ring.cq_map = (p.features & IORING_FEAT_SINGLE_MMAP)
+                         ? fp_ring.sq_map
+                         : fp_ring_map(fd, fp_ring.cq_len, IORING_OFF_CQ_RING);
+    fp_ring.sqes = fp_ring_map(fd, fp_ring.sqe_len, IORING_OFF_SQES);
+    if (!fp_ring.sq_map || !fp_ring.cq_map || !fp_ring.sqes) {
         fp_ring_close();
         return -ENOMEM;
     }

@@ -126,6 +126,14 @@ def check(p: Peer, data: bytes, b0: int, mark: int, seq: int, ts: int, tail: byt
     assert data[12:] == tail  # extension block and every payload byte
 
 
+def received_all(peers: list[Peer], batch: list[tuple[bytes, int, int, int, int]]) -> None:
+    """Every peer got exactly the batch's packets, in order, byte for byte."""
+    for p in peers:
+        for tail, b0, mark, seq, ts in batch:
+            check(p, p.receive(), b0, mark, seq, ts, tail)
+        assert p.nothing_waiting()
+
+
 def packet_tail(i: int, size: int = 1000) -> bytes:
     ext = build_extensions(1, b"7", 3, bytes([i & 0xFF, 2, 3]), 0, -1)
     return ext + bytes((i * 31 + k) & 0xFF for k in range(size))
@@ -257,10 +265,7 @@ async def test_a_batch_reaches_every_consumer_in_order(native: bool) -> None:
                   (0xFFF0 + k) & 0xFFFF, (0xFFFFFF00 + 3000 * k) & 0xFFFFFFFF)
                  for k in range(fastpath.MAX_BATCH + 5)]
         assert g.send_batch(batch) == 3 * len(batch)
-        for p in peers:
-            for tail, b0, mark, seq, ts in batch:
-                check(p, p.receive(), b0, mark, seq, ts, tail)
-            assert p.nothing_waiting()
+        received_all(peers, batch)
         assert g.errors == 0 and not g.failed
     finally:
         close_all(peers)

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from sfu import fastpath
-from tests.unit.test_fastpath import REPO, check, close_all, make_peer, packet_tail
+from tests.unit.test_fastpath import REPO, close_all, make_peer, packet_tail, received_all
 
 pytestmark = pytest.mark.skipif(not fastpath.AVAILABLE, reason=fastpath.reason())
 
@@ -45,10 +45,7 @@ async def test_runs_of_equal_packets_leave_as_gso_and_arrive_one_by_one() -> Non
         assert g.send_batch(batch) == 2 * len(batch)
         messages, packets = gso()
         assert (messages - before[0], packets - before[1]) == (2 * 2, 2 * 6)
-        for p in peers:
-            for tail, b0, mark, seq, ts in batch:
-                check(p, p.receive(), b0, mark, seq, ts, tail)
-            assert p.nothing_waiting()
+        received_all(peers, batch)
         assert g.errors == 0
     finally:
         close_all(peers)
@@ -70,10 +67,7 @@ async def test_a_path_that_refuses_gso_gets_the_same_datagrams_one_by_one() -> N
             assert g.send_batch(batch) == 2 * len(batch)
             messages, packets = gso()
             assert (messages - before[0], packets - before[1]) == (1, 4)  # the second's only
-            for p in peers:
-                for tail, b0, mark, seq, ts in batch:
-                    check(p, p.receive(), b0, mark, seq, ts, tail)
-                assert p.nothing_waiting()
+            received_all(peers, batch)
             assert fastpath.gso_counters()["fanout_gso_refused"] == refused + 1
         assert g.errors == 0
     finally:

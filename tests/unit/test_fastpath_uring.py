@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from sfu import fastpath
-from tests.unit.test_fastpath import REPO, check, close_all, make_peer, packet_tail
+from tests.unit.test_fastpath import REPO, check, close_all, make_peer, packet_tail, received_all
 from tests.unit.test_fastpath_gso import sized
 
 pytestmark = pytest.mark.skipif(not (fastpath.AVAILABLE and fastpath.uring_available()),
@@ -60,10 +60,7 @@ async def test_batches_fill_the_ring_across_consumers() -> None:
         assert g.send_batch(batch) == 40 * len(batch)
         enters, sent = (a - b for a, b in zip(ring(), before, strict=True))
         assert sent == 40 * 2 and enters == 2  # 80 messages: 64 + 16
-        for p in peers:
-            for tail, b0, mark, seq, ts in batch:
-                check(p, p.receive(), b0, mark, seq, ts, tail)
-            assert p.nothing_waiting()
+        received_all(peers, batch)
         assert g.errors == 0
     finally:
         close_all(peers)
