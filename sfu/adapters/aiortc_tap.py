@@ -20,11 +20,15 @@ What it does, and why:
   per-connection task.
 - aiortc builds a bandwidth estimator for every video receiver it makes (1,000 rate buckets,
   ~1.6 ms), and a server's receivers, claimed, never see a packet: it is made on first use.
+- aiortc makes a key, a certificate, its fingerprints and an OpenSSL context per connection:
+  the process shares one DTLS certificate instead (`SharedCertificate`), as Janus and
+  mediasoup's workers do, made again once a day.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,10 +39,12 @@ import aiortc.rtcpeerconnection as _pc_module
 import aiortc.rtcrtpreceiver as _receiver_module
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
 from pylibsrtp._binding import ffi, lib
 
 PINNED_AIORTC = "1.16.0"
@@ -208,6 +214,47 @@ class LazyBitrateEstimator:
         return self.real.add(*args, **kwargs)  # type: ignore[attr-defined]
 
 
+CERT_ROTATE_S = 86_400.0
+"""A new shared certificate for connections made after this long (aiortc's last 30 days)."""
+_clock: Callable[[], float] = time.monotonic  # (tests make certificates age)
+
+
+class SharedCertificate(RTCCertificate):
+    """The process's one DTLS certificate, which every new peer connection asks for through
+    `generateCertificate`. Made once instead of per connection: the EC key and the signed
+    certificate, its three fingerprints (for every SDP written) and the OpenSSL context its
+    handshakes start from. Each connection still has its own DTLS session and SRTP keys; the
+    shared context keeps no session cache, so none is resumed across connections."""
+
+    _current: tuple[float, SharedCertificate] | None = None
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: object) -> None:
+        super().__init__(key, cert)  # type: ignore[arg-type]
+        self._fingerprints = super().getFingerprints()
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    @classmethod
+    def generateCertificate(cls) -> SharedCertificate:  # type: ignore[override]
+        now = _clock()
+        current = SharedCertificate._current
+        if current is None or now - current[0] >= CERT_ROTATE_S:
+            key = ec.generate_private_key(ec.SECP256R1())
+            current = SharedCertificate._current = (
+                now, SharedCertificate(key, _dtls_module.generate_certificate(key)))
+        return current[1]
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list) -> SSL.Context:  # type: ignore[type-arg]
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = super()._create_ssl_context(srtp_profiles)
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        return ctx
+
+
 def install() -> None:
     """Make new peer connections use the tap subclasses (idempotent, process-wide)."""
     global _installed
@@ -217,6 +264,7 @@ def install() -> None:
     _pc_module.RTCRtpReceiver = TapRtpReceiver  # type: ignore[misc]
     _pc_module.RTCRtpSender = TapRtpSender  # type: ignore[misc]
     _receiver_module.RemoteBitrateEstimator = LazyBitrateEstimator  # type: ignore[misc]
+    _pc_module.RTCCertificate = SharedCertificate  # type: ignore[misc]
     _installed = True
 
 

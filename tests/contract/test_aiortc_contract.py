@@ -13,6 +13,7 @@ import aioice.ice
 import aiortc
 import aiortc.rtcpeerconnection as pcm
 import pylibsrtp
+import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -215,3 +216,38 @@ async def test_claimed_transport_sends_with_a_small_replay_window() -> None:
         await server.close()
         await client.close()
         tap.set_ice_hosts([])
+
+
+async def test_peer_connections_share_the_process_certificate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # aiortc asks RTCCertificate (looked up in its module) for a certificate per connection,
+    # and its DTLS transport uses only the certificate's fingerprints and SSL context.
+    from aiortc.rtcdtlstransport import SRTP_PROFILES, certificate_digest
+
+    assert "RTCCertificate.generateCertificate()" in inspect.getsource(pcm.RTCPeerConnection)
+    dtls_src = inspect.getsource(RTCDtlsTransport)
+    assert "certificate.getFingerprints()" in dtls_src
+    assert "certificate._create_ssl_context(" in dtls_src
+    tap.install()
+    assert pcm.RTCCertificate is tap.SharedCertificate
+    now = [1000.0]
+    monkeypatch.setattr(tap, "_clock", lambda: now[0])
+    monkeypatch.setattr(tap.SharedCertificate, "_current", None)
+    pcs = [pcm.RTCPeerConnection() for _ in range(3)]
+    try:
+        certs = [pc._RTCPeerConnection__certificates[0] for pc in pcs]  # type: ignore[attr-defined]
+        cert = certs[0]
+        assert all(c is cert for c in certs)  # one key and certificate for all three
+        assert [(f.algorithm, f.value) for f in cert.getFingerprints()] == [
+            (f.algorithm, certificate_digest(cert._cert, f.algorithm))
+            for f in cert.getFingerprints()]
+        assert cert._create_ssl_context(SRTP_PROFILES) is cert._create_ssl_context(SRTP_PROFILES)
+        # A day later, new connections get a new certificate; the old one's stay as they are.
+        now[0] += tap.CERT_ROTATE_S
+        later = pcm.RTCPeerConnection()
+        pcs.append(later)
+        fresh = later._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+        assert fresh is not cert and fresh.getFingerprints() != cert.getFingerprints()
+    finally:
+        for pc in pcs:
+            await pc.close()
