@@ -59,24 +59,22 @@ def _ingress(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
     """hoinghi only: datagrams its direct ingress read per event-loop wake-up, and RTP packets
     per batch handed to the fan-out, over the window (batching is what sendmmsg pays on)."""
     c0, c1 = s0.get("counters") or {}, s1.get("counters") or {}
-    def d(name: str) -> float:
-        key = f"hoinghi_router_ingress_{name}"
+    def d(name: str) -> float:  # a router counter's growth over the window
+        key = f"hoinghi_router_{name}"
         return c1.get(key, 0.0) - c0.get(key, 0.0)
-    wakeups, batches = d("wakeups"), d("rtp_batches")
+    wakeups, batches = d("ingress_wakeups"), d("ingress_rtp_batches")
     if not wakeups:
         return {}
     dt = s1["t"] - s0["t"]
-    def fanout(name: str) -> float:
-        key = f"hoinghi_router_fanout_{name}"
-        return c1.get(key, 0.0) - c0.get(key, 0.0)
-    enters = fanout("uring_enters")
-    return {"ingress_datagrams_per_wakeup": round(d("datagrams") / wakeups, 2),
-            "ingress_rtp_per_batch": round(d("rtp_packets") / batches, 2) if batches else None,
+    enters = d("fanout_uring_enters")
+    return {"ingress_datagrams_per_wakeup": round(d("ingress_datagrams") / wakeups, 2),
+            "ingress_rtp_per_batch": (round(d("ingress_rtp_packets") / batches, 2)
+                                      if batches else None),
             # Packets per second that left in UDP GSO messages (sfu/fastpath/fanout.c).
-            "fanout_gso_pps": round(fanout("gso_packets") / dt, 1) if dt > 0 else None,
+            "fanout_gso_pps": round(d("fanout_gso_packets") / dt, 1) if dt > 0 else None,
             # Sends (datagrams or GSO messages) per io_uring_enter() (sfu/fastpath/uring.c);
             # None: the sends were plain syscalls (HOINGHI_URING=0, or the kernel refused it).
-            "fanout_sends_per_uring_enter": (round(fanout("uring_sends") / enters, 1)
+            "fanout_sends_per_uring_enter": (round(d("fanout_uring_sends") / enters, 1)
                                              if enters else None)}
 
 

@@ -43,22 +43,29 @@ static void fp_send_done(void *arg, uint64_t user, int res)
     x->e[user].last_errno = -res;
 }
 
+/* A message of one datagram, naming the address unless the socket is connected to it. */
+static void fp_one_datagram(struct msghdr *h, const fp_entry *c, struct iovec *iov)
+{
+    memset(h, 0, sizeof *h);
+    if (!c->connected) {
+        h->msg_name = (void *)&c->addr.sa;
+        h->msg_namelen = (socklen_t)c->addrlen;
+    }
+    h->msg_iov = iov;
+    h->msg_iovlen = 1;
+}
+
 /* A datagram's SQE: send() on a connected socket, else sendmsg() naming the address through
  * fp_rmsgs[slot] (which lives until the flush). */
 static void fp_ring_datagram(uint64_t user, unsigned slot, const fp_entry *c, int buf)
 {
-    struct msghdr *h;
+    struct msghdr *h = &fp_rmsgs[slot].msg_hdr;
 
     if (c->connected) {
         fp_ring_send(user, c->fd, fp_riov[buf].iov_base, (unsigned)fp_riov[buf].iov_len, NULL);
         return;
     }
-    h = &fp_rmsgs[slot].msg_hdr;
-    memset(h, 0, sizeof *h);
-    h->msg_name = (void *)&c->addr.sa;
-    h->msg_namelen = (socklen_t)c->addrlen;
-    h->msg_iov = &fp_riov[buf];
-    h->msg_iovlen = 1;
+    fp_one_datagram(h, c, &fp_riov[buf]);
     fp_ring_send(user, c->fd, NULL, 0, h);
 }
 
@@ -114,13 +121,7 @@ static void fp_batch_done(void *arg, uint64_t user, int res)
         }
         for (int j = s->first; j < s->first + s->run; j++) {
             struct msghdr h;
-            memset(&h, 0, sizeof h);
-            if (!c->connected) {
-                h.msg_name = (void *)&c->addr.sa;
-                h.msg_namelen = (socklen_t)c->addrlen;
-            }
-            h.msg_iov = &fp_riov[j];
-            h.msg_iovlen = 1;
+            fp_one_datagram(&h, c, &fp_riov[j]);
             if (sendmsg(c->fd, &h, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
                 x->sent++;
             } else {
