@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--bitrate", type=int, default=1_000_000, help="publisher VP8 bit/s")
     fw.add_argument("--repeat", type=int, default=1, help="runs per size and system")
     fw.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    fw.add_argument("--loss", type=float, default=0.0,
+                    help="%% of RTP packets each subscriber drops on arrival; light ones NACK "
+                         "the video (bench/lossy.py)")
     fw.add_argument("--server-cpus", type=_cpus,
                     help="pin the server (hoinghi or Janus, all threads) to these CPUs, e.g. 0, "
                          "and the publisher, subscribers and this process to the others")
@@ -176,8 +179,11 @@ async def _forward(args: argparse.Namespace) -> int:
         if not janus_available():
             _log("janus is not installed: apt-get install -y janus")
             return 2
+    if not 0 <= args.loss < 100:
+        _log(f"--loss must be a percentage in [0, 100): {args.loss}")
+        return 2
     opts = ForwardOptions(seconds=args.seconds, warmup=args.warmup, full=args.full,
-                          per_proc=args.per_proc, bitrate=args.bitrate)
+                          per_proc=args.per_proc, bitrate=args.bitrate, loss=args.loss)
     try:
         set_placement(args.server_cpus)
     except ValueError as exc:

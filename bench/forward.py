@@ -34,6 +34,7 @@ class ForwardOptions:
     per_proc: int = 25  # light subscribers per process
     bitrate: int = 1_000_000
     connect_timeout: float = 90.0
+    loss: float = 0.0  # % of RTP packets every subscriber drops on arrival (bench/lossy.py)
 
 
 def plan_processes(n: int, full: int, per_proc: int) -> list[tuple[int, int]]:
@@ -153,6 +154,32 @@ def delivery(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]]
     return fwd_pps, received, expected
 
 
+def repair(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]], dt: float,
+           s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
+    """`--loss`: what the subscribers dropped and asked for again, and what came back, over the
+    window; the server's retransmissions (hoinghi's counter, None for Janus)."""
+    def d(key: str) -> int:
+        return sum(y[key] - x[key] for a, b in zip(subs0, subs1, strict=True)
+                   for x, y in zip(a["subs"], b["subs"], strict=True))
+    recovered, given_up = d("nack_recovered"), d("nack_given_up")
+    expected = d("nacked_expected")
+    c0, c1 = s0.get("counters") or {}, s1.get("counters") or {}
+    key = "hoinghi_router_retransmitted"
+    return {
+        "dropped_pps": round(d("dropped") / dt, 1) if dt > 0 else None,
+        "nack_pps": round(d("nacks") / dt, 1) if dt > 0 else None,  # NACK packets, light subs
+        "nack_asked_pps": round(d("nack_asked") / dt, 1) if dt > 0 else None,
+        "rtx_pps": (round((c1[key] - c0[key]) / dt, 1) if key in c0 and key in c1 and dt > 0
+                    else None),
+        # Of the video packets the light subscribers asked for, the share RTX brought back
+        # (those still being asked for at the window's end left out).
+        "nack_repaired_pct": (round(100 * recovered / (recovered + given_up), 2)
+                              if recovered + given_up else None),
+        # What NACK left lost: the light subscribers' video packets never repaired.
+        "video_unrepaired_pct": round(100 * given_up / expected, 3) if expected else None,
+    }
+
+
 def packet_denominator(s0: dict[str, Any], s1: dict[str, Any], fwd_pps: float
                        ) -> tuple[float | None, bool, float]:
     """(server's own packets/s, whether it agrees, the packets/s to divide CPU by)."""
@@ -263,13 +290,15 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         "cores": os.cpu_count(),
         "loadavg1": round(os.getloadavg()[0], 2),
         **_ingress(s0, s1),
+        "loss_injected_pct": opts.loss,
+        **(repair(s0["replies"][1:], s1["replies"][1:], dt, s0, s1) if opts.loss else {}),
         **extra,
     }
 
 
 async def spawn_subscribers(children: list[Child], spec: dict[str, Any], n: int, full: int,
                             per_proc: int, timeout: float, logdir: Path,
-                            name: str = "subscribers") -> list[Child]:
+                            name: str = "subscribers", loss: float = 0.0) -> list[Child]:
     """N subscribers of one room in processes (plan_processes); each is added to `children`
     as soon as it exists, so the caller's `finally` stops it whatever happens next."""
     subs: list[Child] = []
@@ -279,7 +308,7 @@ async def spawn_subscribers(children: list[Child], spec: dict[str, Any], n: int,
             f"{name}{i}",
             [sys.executable, "-m", "bench.subscribers", "--spec", json.dumps(spec),
              "--count", str(count), "--full", str(decoding), "--first-index", str(first),
-             "--timeout", str(timeout)],
+             "--timeout", str(timeout), "--loss", str(loss)],
             logdir / f"subscribers{i}.log"))
         children.append(subs[-1])
         first += count
@@ -319,7 +348,7 @@ async def run_forward(system: str, config: str, n: int, opts: ForwardOptions,
             spec = {**spec, "feed": ready["feed"]}
         t_conn = time.monotonic()
         subs = await spawn_subscribers(children, spec, n, opts.full, opts.per_proc,
-                                       opts.connect_timeout, workdir)
+                                       opts.connect_timeout, workdir, loss=opts.loss)
         await asyncio.gather(*(s.read_json(opts.connect_timeout + 30) for s in subs))
         connect_s = time.monotonic() - t_conn
         s0, s1, finals = await measure_window(

@@ -130,7 +130,7 @@ class HoinghiServer:
 COUNTERS = ("hoinghi_router_ingress_datagrams", "hoinghi_router_ingress_wakeups",
             "hoinghi_router_ingress_rtp_batches", "hoinghi_router_ingress_rtp_packets",
             "hoinghi_router_fanout_gso_packets", "hoinghi_router_fanout_uring_sends",
-            "hoinghi_router_fanout_uring_enters")
+            "hoinghi_router_fanout_uring_enters", "hoinghi_router_retransmitted")
 
 
 class _Signaling:

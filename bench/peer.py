@@ -22,13 +22,15 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
+from bench.lossy import Dropper, Nacker
 from sfu.adapters.aiortc_tap import set_ice_hosts
-from sfu.core.rtcp import ReportBlock, build_rr
+from sfu.core.rtcp import ReportBlock, build_nack, build_rr
 
 _RTP_HEADER = struct.Struct("!BBHII")  # v/p/x/cc, m/pt, seq, ts, ssrc
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", re.MULTILINE)
 
 RtpHandler = Callable[[bytes, int], Awaitable[None]]
+NackSender = Callable[[int, list[int]], Awaitable[None]]  # (media SSRC, lost sequence numbers)
 
 
 def loopback_pc() -> RTCPeerConnection:
@@ -192,6 +194,12 @@ class RtpCounter:
         # RTP timestamp -> (sequence numbers that arrived, the marker packet's), decoders only:
         # whether a damaged picture had all its packets (`frame_complete`).
         self.frames: dict[int, tuple[set[int], list[int]]] | None = None
+        # `bench forward --loss` (bench/lossy.py): packets dropped on arrival, and for a light
+        # subscriber its NACKs (one Nacker per video SSRC, sent through `send_nack`).
+        self.dropper: Dropper | None = None
+        self.nackers: dict[int, Nacker] | None = None
+        self.send_nack: NackSender | None = None
+        self.nacks = 0  # NACK packets sent
 
     def handler(self, decode: bool) -> Callable[[RtpHandler], RtpHandler]:
         """A hook factory for hook_rtp. decode=False: count only, aiortc never sees the packet."""
@@ -204,6 +212,9 @@ class RtpCounter:
             async def on_rtp(data: bytes, arrival_time_ms: int) -> None:
                 if len(data) < 12:
                     return
+                dropper = self.dropper
+                if dropper is not None and dropper.drop():
+                    return  # lost on the way: neither counted nor seen by aiortc
                 _, mpt, seq, ts, ssrc = unpack(data)
                 c = ssrcs.get(ssrc)
                 if c is None:
@@ -221,12 +232,35 @@ class RtpCounter:
                     osn = rtx_original_seq(data)  # RFC 4588: same timestamp and marker
                     if osn is not None:
                         self._frame_packet(ts, osn, mpt & 0x80)
+                if self.nackers is not None:
+                    await self._nack(self.nackers, mpt & 0x7F, seq, ssrc, data)
                 if forward is not None:
                     await forward(data, arrival_time_ms)
 
             return on_rtp
 
         return make
+
+    async def _nack(self, nackers: dict[int, Nacker], pt: int, seq: int, ssrc: int,
+                    data: bytes) -> None:
+        """A light subscriber's NACKs: gaps in a video stream are asked for, RTX fills them."""
+        now = time.monotonic()
+        if pt in self.video_pts:
+            nacker = nackers.get(ssrc)
+            if nacker is None:
+                nacker = nackers[ssrc] = Nacker()
+            nacker.on_media(seq, now)
+        elif pt in self.rtx_pts:
+            osn = rtx_original_seq(data)
+            if osn is not None:
+                any(n.on_rtx(osn) for n in nackers.values())
+        else:
+            return
+        for media_ssrc, nacker in nackers.items():
+            lost = nacker.due(now)
+            if lost and self.send_nack is not None:
+                self.nacks += 1
+                await self.send_nack(media_ssrc, lost)
 
     def _frame_packet(self, ts: int, seq: int, marker: int) -> None:
         frames = self.frames
@@ -265,12 +299,20 @@ class RtpCounter:
         return span < 0x8000 and all((start + i) & 0xFFFF in seqs for i in range(span))
 
     def snapshot(self) -> dict[str, int]:
+        nackers = list((self.nackers or {}).values())
         return {
             "received": sum(c.received for c in self.ssrcs.values()),
             "expected": sum(c.expected for c in self.ssrcs.values()),
             "bytes": sum(c.bytes for c in self.ssrcs.values()),
             "reordered": sum(c.reordered for c in self.ssrcs.values()),
             "ssrcs": len(self.ssrcs),
+            "dropped": self.dropper.dropped if self.dropper is not None else 0,
+            "nacks": self.nacks,
+            "nack_asked": sum(n.asked for n in nackers),
+            "nack_recovered": sum(n.recovered for n in nackers),
+            "nack_given_up": sum(n.given_up for n in nackers),
+            "nacked_expected": sum(self.ssrcs[s].expected for s in self.nackers or ()
+                                   if s in self.ssrcs),
         }
 
 
@@ -293,6 +335,20 @@ async def send_receiver_reports(pc: RTCPeerConnection, counter: RtpCounter) -> N
                 with contextlib.suppress(ConnectionError):  # not (or no longer) connected
                     await transports[0]._send_rtp(build_rr(sender_ssrc, [c.report_block(ssrc)]))
         await asyncio.sleep(0.1)
+
+
+def nack_sender(pc: RTCPeerConnection) -> NackSender:
+    """Sends a generic NACK as RTCP on this peer's one (BUNDLE) transport; nothing while it is
+    not, or no longer, connected. Its sender SSRC is the video transceiver's, which the answer
+    announced, as aiortc's own receiver does: Janus finds the stream a NACK is about by it."""
+    async def send(media_ssrc: int, lost: list[int]) -> None:
+        transports = dtls_transports(pc)
+        video = [t.sender._ssrc for t in pc.getTransceivers() if t.kind == "video"]
+        if transports and video:
+            with contextlib.suppress(ConnectionError):
+                await transports[0]._send_rtp(build_nack(video[0], media_ssrc, lost))
+
+    return send
 
 
 def rtx_original_seq(data: bytes) -> int | None:

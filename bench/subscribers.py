@@ -20,11 +20,13 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from bench.lossy import Dropper
 from bench.peer import (
     RtpCounter,
     hook_rtp,
     kernel_receive_times,
     loopback_pc,
+    nack_sender,
     rtx_payload_types,
     send_receiver_reports,
     video_payload_types,
@@ -41,12 +43,17 @@ _DUMP = os.environ.get("HOINGHI_BENCH_DUMP_BAD")  # a folder: save the first bad
 
 
 class Subscriber:
-    def __init__(self, index: int, full: bool, fps: float = 30) -> None:
+    def __init__(self, index: int, full: bool, fps: float = 30, loss: float = 0.0) -> None:
         self.index = index
         self.ts_per_frame = 90_000 / fps
         self.full = full
         self.pc: RTCPeerConnection = loopback_pc()
         self.counter = RtpCounter()
+        if loss:  # bench/lossy.py: dropped on arrival; a light one NACKs (aiortc does for us)
+            self.counter.dropper = Dropper(loss, seed=index)
+            if not full:
+                self.counter.nackers = {}
+                self.counter.send_nack = nack_sender(self.pc)
         # (frame number, kernel arrival, app arrival) of its last packet
         self.decoded: list[tuple[int, float | None, float]] = []
         self.frames_checked = 0
@@ -66,9 +73,10 @@ class Subscriber:
     def on_offer(self, pc: RTCPeerConnection, sdp: str) -> None:
         if self.full:
             self.counter.arrivals = self.counter.arrivals or {}
+            self.counter.frames = {}
+        if self.full or self.counter.nackers is not None:
             self.counter.video_pts = video_payload_types(sdp)
             self.counter.rtx_pts = rtx_payload_types(sdp)
-            self.counter.frames = {}
         hook_rtp(pc, self.counter.handler(decode=self.full))
 
     async def connect(self, client: Client) -> None:
@@ -149,10 +157,12 @@ async def main() -> None:
     ap.add_argument("--full", type=int, default=0, help="how many of them decode")
     ap.add_argument("--first-index", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--loss", type=float, default=0.0, help="%% of RTP packets dropped on arrival")
     args = ap.parse_args()
 
     client = make_client(json.loads(args.spec))
-    subs = [Subscriber(args.first_index + i, i < args.full) for i in range(args.count)]
+    subs = [Subscriber(args.first_index + i, i < args.full, loss=args.loss)
+            for i in range(args.count)]
     t0 = time.monotonic()
     # Small batches: certificate generation and DTLS handshakes are CPU-heavy on 2 cores.
     for i in range(0, len(subs), 5):

@@ -68,6 +68,8 @@ def test_forward_hoinghi(tmp_path: Path) -> None:
     check_run(lines[0], "hoinghi")
     expected = {"server": cpus[:1], "load": cpus[1:]} if pin else None
     assert lines[0]["placement"] == expected
+    # Without --loss: nothing dropped, no repair fields.
+    assert lines[0]["loss_injected_pct"] == 0 and "nack_pps" not in lines[0]
     # The server's sends went through its io_uring, each syscall carrying both subscribers'
     # (and a frame's messages); where the kernel refuses io_uring, plain syscalls: None.
     per_enter = lines[0]["fanout_sends_per_uring_enter"]
@@ -75,6 +77,20 @@ def test_forward_hoinghi(tmp_path: Path) -> None:
         assert per_enter is not None and per_enter >= 1.9, lines[0]
     else:
         assert per_enter is None, lines[0]
+
+
+def test_forward_with_loss_repairs_video_by_nack_and_rtx(tmp_path: Path) -> None:
+    # Each subscriber drops 5 % of what arrives; the light one NACKs its video, the decoding
+    # one leaves it to aiortc: the server retransmits (RTX) and the pictures stay whole.
+    (r,) = run_bench(tmp_path, "--loss", "5", "--full", "1")
+    assert r["loss_injected_pct"] == 5 and r["loss_pct"] > 1.5, r  # raw: the drops show
+    assert r["dropped_pps"] > 0.02 * r["fwd_pps"], r
+    assert r["nack_pps"] > 0 and r["nack_asked_pps"] >= r["nack_pps"], r
+    assert r["rtx_pps"] >= r["nack_asked_pps"] * 0.5, r  # the light one's and aiortc's
+    assert r["nack_repaired_pct"] is not None and r["nack_repaired_pct"] >= 90, r
+    assert r["video_unrepaired_pct"] < 1, r
+    assert r["frames_checked"] > 30, r
+    assert r["frames_bad"] <= max(2, r["frames_checked"] // 20), r
 
 
 @pytest.mark.skipif(not janus_available() or shutil.which("gcc") is None,
