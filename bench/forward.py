@@ -171,8 +171,8 @@ def repair(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]], dt: float,
         "nack_asked_pps": round(d("nack_asked") / dt, 1) if dt > 0 else None,
         "rtx_pps": (round((c1[key] - c0[key]) / dt, 1) if key in c0 and key in c1 and dt > 0
                     else None),
-        # Of the video packets the light subscribers asked for, the share RTX brought back
-        # (those still being asked for at the window's end left out).
+        # Of the video packets the light subscribers asked for, the share that came back, by
+        # RTX or itself (those still being asked for at the window's end left out).
         "nack_repaired_pct": (round(100 * recovered / (recovered + given_up), 2)
                               if recovered + given_up else None),
         # What NACK left lost: the light subscribers' video packets never repaired.

@@ -309,7 +309,8 @@ class RtpCounter:
             "dropped": self.dropper.dropped if self.dropper is not None else 0,
             "nacks": self.nacks,
             "nack_asked": sum(n.asked for n in nackers),
-            "nack_recovered": sum(n.recovered for n in nackers),
+            # Came back after being asked for: by RTX, or itself (a server without RTX)
+            "nack_recovered": sum(n.recovered + n.late for n in nackers),
             "nack_given_up": sum(n.given_up for n in nackers),
             "nacked_expected": sum(self.ssrcs[s].expected for s in self.nackers or ()
                                    if s in self.ssrcs),
