@@ -56,13 +56,19 @@ async def server_count(server: Server) -> tuple[float, int | None]:
         return time.time(), None
 
 
+def router_delta(s0: dict[str, Any], s1: dict[str, Any], name: str) -> float | None:
+    """A hoinghi router counter's growth over the window; None where the server has none
+    (Janus)."""
+    key = f"hoinghi_router_{name}"
+    c0, c1 = s0.get("counters") or {}, s1.get("counters") or {}
+    return c1[key] - c0[key] if key in c0 and key in c1 else None
+
+
 def _ingress(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
     """hoinghi only: datagrams its direct ingress read per event-loop wake-up, and RTP packets
     per batch handed to the fan-out, over the window (batching is what sendmmsg pays on)."""
-    c0, c1 = s0.get("counters") or {}, s1.get("counters") or {}
-    def d(name: str) -> float:  # a router counter's growth over the window
-        key = f"hoinghi_router_{name}"
-        return c1.get(key, 0.0) - c0.get(key, 0.0)
+    def d(name: str) -> float:
+        return router_delta(s0, s1, name) or 0.0
     wakeups, batches = d("ingress_wakeups"), d("ingress_rtp_batches")
     if not wakeups:
         return {}
@@ -140,37 +146,39 @@ def _rnd(x: float | None, nd: int = 2) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def subscribers_delta(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]], key: str
+                      ) -> int:
+    """A subscriber counter's growth over the window, all subscribers of all processes."""
+    return sum(y[key] - x[key] for a, b in zip(subs0, subs1, strict=True)
+               for x, y in zip(a["subs"], b["subs"], strict=True))
+
+
 def delivery(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]]
              ) -> tuple[float, int, int]:
     """(packets/s, received, expected) over subscriber processes' two snapshots."""
     fwd_pps = 0.0
-    received = expected = 0
+    received = 0
     for a, b in zip(subs0, subs1, strict=True):
-        got = sum(y["received"] - x["received"] for x, y in zip(a["subs"], b["subs"], strict=True))
-        fwd_pps += got / (b["t"] - a["t"])
+        got = subscribers_delta([a], [b], "received")
+        fwd_pps += got / (b["t"] - a["t"])  # each process's own window
         received += got
-        expected += sum(y["expected"] - x["expected"]
-                        for x, y in zip(a["subs"], b["subs"], strict=True))
-    return fwd_pps, received, expected
+    return fwd_pps, received, subscribers_delta(subs0, subs1, "expected")
 
 
-def repair(subs0: list[dict[str, Any]], subs1: list[dict[str, Any]], dt: float,
-           s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
+def repair(s0: dict[str, Any], s1: dict[str, Any]) -> dict[str, Any]:
     """`--loss`: what the subscribers dropped and asked for again, and what came back, over the
     window; the server's retransmissions (hoinghi's counter, None for Janus)."""
+    dt = s1["t"] - s0["t"]
     def d(key: str) -> int:
-        return sum(y[key] - x[key] for a, b in zip(subs0, subs1, strict=True)
-                   for x, y in zip(a["subs"], b["subs"], strict=True))
+        return subscribers_delta(s0["replies"][1:], s1["replies"][1:], key)
     recovered, given_up = d("nack_recovered"), d("nack_given_up")
     expected = d("nacked_expected")
-    c0, c1 = s0.get("counters") or {}, s1.get("counters") or {}
-    key = "hoinghi_router_retransmitted"
+    rtx = router_delta(s0, s1, "retransmitted")
     return {
-        "dropped_pps": round(d("dropped") / dt, 1) if dt > 0 else None,
-        "nack_pps": round(d("nacks") / dt, 1) if dt > 0 else None,  # NACK packets, light subs
-        "nack_asked_pps": round(d("nack_asked") / dt, 1) if dt > 0 else None,
-        "rtx_pps": (round((c1[key] - c0[key]) / dt, 1) if key in c0 and key in c1 and dt > 0
-                    else None),
+        "dropped_pps": round(d("dropped") / dt, 1),
+        "nack_pps": round(d("nacks") / dt, 1),  # NACK packets, light subscribers
+        "nack_asked_pps": round(d("nack_asked") / dt, 1),
+        "rtx_pps": round(rtx / dt, 1) if rtx is not None else None,
         # Of the video packets the light subscribers asked for, the share that came back, by
         # RTX or itself (those still being asked for at the window's end left out).
         "nack_repaired_pct": (round(100 * recovered / (recovered + given_up), 2)
@@ -291,7 +299,7 @@ def summarize(system: str, config: str, n: int, opts: ForwardOptions, s0: dict[s
         "loadavg1": round(os.getloadavg()[0], 2),
         **_ingress(s0, s1),
         "loss_injected_pct": opts.loss,
-        **(repair(s0["replies"][1:], s1["replies"][1:], dt, s0, s1) if opts.loss else {}),
+        **(repair(s0, s1) if opts.loss else {}),
         **extra,
     }
 
